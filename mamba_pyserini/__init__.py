@@ -1,0 +1,27 @@
+"""mamba_pyserini: Mamba rerankers and encoders in Pyserini's retrieval stack.
+
+Public names are imported lazily, so ``import mamba_pyserini`` starts neither torch nor the JVM.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "MambaCrossEncoder": "mamba_pyserini.modeling.cross_encoder",
+    "MambaReranker": "mamba_pyserini.reranker",
+    "MambaRankerConfig": "mamba_pyserini.config",
+    "Bm25Searcher": "mamba_pyserini.sparse",
+    "Hit": "mamba_pyserini.runs",
+    "load_topics": "mamba_pyserini.topics",
+    "evaluate_run": "mamba_pyserini.evaluation",
+    "kernel_info": "mamba_pyserini._kernels",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mamba_pyserini' has no attribute {name!r}")

@@ -1,0 +1,39 @@
+"""The only place that probes for mamba_ssm / causal_conv1d and decides the kernel path."""
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+
+log = logging.getLogger("mamba_pyserini")
+
+
+@functools.cache
+def _version(package: str) -> str | None:
+    try:
+        import torch  # noqa: F401  (mamba_ssm needs torch imported first)
+
+        return getattr(importlib.import_module(package), "__version__", "unknown")
+    except Exception:  # ImportError, or a build that does not match this torch/CUDA
+        return None
+
+
+def kernel_info() -> dict:
+    """What fast-kernel packages this process can use."""
+    import torch
+
+    return {
+        "mamba_ssm": _version("mamba_ssm"),
+        "causal_conv1d": _version("causal_conv1d"),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+
+
+@functools.cache
+def kernel_path(device: str) -> str:
+    """'fast' when mamba_ssm's CUDA kernels serve the Mamba layers on ``device``, else 'ref' (PyTorch);
+    transformers binds mamba_ssm at import when it is installed, so this only reports and logs the choice."""
+    path = "fast" if device.startswith("cuda") and _version("mamba_ssm") else "ref"
+    log.info("Mamba kernel path on %s: %s (%s)", device, path, kernel_info())
+    return path

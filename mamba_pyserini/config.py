@@ -1,0 +1,47 @@
+"""MambaRankerConfig: how a checkpoint turns text into a score, saved in its config.json under ``mamba_pyserini``."""
+from __future__ import annotations
+
+import dataclasses
+
+from .pooling import POOLINGS
+from .templates import DOCUMENT_QUERY, QUERY_DOCUMENT, TEMPLATES
+
+CONFIG_KEY = "mamba_pyserini"
+KINDS = ("cross-encoder", "bi-encoder")
+
+
+@dataclasses.dataclass
+class MambaRankerConfig:
+    kind: str = "cross-encoder"
+    template: str = DOCUMENT_QUERY
+    pooling: str = "last"
+    max_length: int = 512
+    format_version: int = 1
+
+    def __post_init__(self):
+        for field, allowed in (("kind", KINDS), ("template", TEMPLATES), ("pooling", POOLINGS)):
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"unknown {field} {getattr(self, field)!r}; choose one of {', '.join(allowed)}")
+        if not isinstance(self.max_length, int) or self.max_length < 8:
+            raise ValueError(f"max length must be an integer of at least 8, not {self.max_length!r}")
+
+    @classmethod
+    def for_backbone(cls, backbone_config, **overrides) -> "MambaRankerConfig":
+        """Defaults for a backbone: encoders take ``[CLS] q [SEP] d`` and CLS pooling; causal models (Mamba,
+        decoders) take the RankMamba template and the last real token; max length 512 or the positions there are."""
+        from .modeling.backbone import is_encoder, max_positions
+
+        encoder = is_encoder(backbone_config)
+        defaults = {"template": QUERY_DOCUMENT if encoder else DOCUMENT_QUERY, "pooling": "cls" if encoder else "last",
+                    "max_length": min(cls.max_length, max_positions(backbone_config) or cls.max_length)}
+        return cls(**{**defaults, **overrides})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "MambaRankerConfig":
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {CONFIG_KEY} config fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
