@@ -1,8 +1,10 @@
 """The only place that probes for mamba_ssm / causal_conv1d and decides the kernel path."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import inspect
 import logging
 
 log = logging.getLogger("mamba_pyserini")
@@ -37,3 +39,28 @@ def kernel_path(device: str) -> str:
     path = "fast" if device.startswith("cuda") and _version("mamba_ssm") else "ref"
     log.info("Mamba kernel path on %s: %s (%s)", device, path, kernel_info())
     return path
+
+
+MAMBA_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.models.mamba2.modeling_mamba2")
+
+
+@contextlib.contextmanager
+def kernels_for(device: str):
+    """Run transformers' Mamba layers on the path :func:`kernel_path` picks for ``device``.
+
+    transformers binds mamba_ssm's CUDA functions at import when the package is installed, and would call them on
+    CPU tensors too; off the fast path this swaps the PyTorch reference functions they wrap back in, then restores."""
+    if kernel_path(device) == "fast":
+        yield
+        return
+    swapped = []
+    for module in map(importlib.import_module, MAMBA_MODULES):
+        for name, fn in list(vars(module).items()):
+            if callable(fn) and getattr(fn, "__module__", None) == module.__name__ and hasattr(fn, "__wrapped__"):
+                swapped.append((module, name, fn))
+                setattr(module, name, inspect.unwrap(fn))
+    try:
+        yield
+    finally:
+        for module, name, fn in swapped:
+            setattr(module, name, fn)

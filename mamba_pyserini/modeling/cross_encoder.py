@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write
-from .._kernels import kernel_path
+from .._kernels import kernels_for
 from ..config import CONFIG_KEY, MambaRankerConfig
 from ..pooling import pool
 from ..templates import encode_pairs
@@ -139,18 +139,17 @@ class MambaCrossEncoder(nn.Module):
         if not pairs:
             return np.zeros(0, dtype=np.float32)
         device = resolve_device(device)
-        kernel_path(device)
         self.eval().to(device)
         features = self.tokenize([q for q, _ in pairs], [d for _, d in pairs])
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         scores = np.empty(len(features), dtype=np.float32)
         on_gpu = device.startswith("cuda")
         batches = range(0, len(order), batch_size)
-        for start in tqdm(batches, desc="rerank", unit="batch", file=sys.stderr, disable=not show_progress_bar):
-            idx = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in self.collate([features[i] for i in idx], 8 if on_gpu else 1).items()}
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
-                scores[idx] = self(**batch).float().cpu().numpy()
+        with kernels_for(device), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+            for start in tqdm(batches, desc="rerank", unit="batch", file=sys.stderr, disable=not show_progress_bar):
+                idx = order[start:start + batch_size]
+                batch = self.collate([features[i] for i in idx], 8 if on_gpu else 1)
+                scores[idx] = self(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
         if not np.isfinite(scores).all():
             raise ValueError(f"the model gave {int((~np.isfinite(scores)).sum())} non-finite (NaN/inf) scores")
         return scores
