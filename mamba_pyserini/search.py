@@ -99,23 +99,25 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
 
 
 def _write_and_evaluate(run, output: Path, tag: str, output_format: str, topic_set, meta: dict) -> None:
+    """Write the run, print its metrics when there are qrels, and write the ``.json`` sidecar beside it."""
     from ._io import atomic_write
     from .evaluation import evaluate_run
     from .runs import write_run
 
     write_run(run, output, tag, output_format)
     info(f"run written to {output} ({len(run)} queries)")
+    metrics = {}
     if topic_set.qrels is None:
         info("no qrels for these topics: no metrics")
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        trec_run = output if output_format == "trec" else Path(tmp) / "run.trec"
-        if trec_run != output:
-            write_run(run, trec_run, tag)
-        metrics = evaluate_run(trec_run, topic_set.qrels, qrels_name=topic_set.name)
-    click.echo(f"{'metric':<10}{topic_set.name}")
-    for name, value in metrics.items():
-        click.echo(f"{name:<10}{value:.4f}")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            trec_run = output if output_format == "trec" else Path(tmp) / "run.trec"
+            if trec_run != output:
+                write_run(run, trec_run, tag)
+            metrics = evaluate_run(trec_run, topic_set.qrels, qrels_name=topic_set.name)
+        click.echo(f"{'metric':<10}{topic_set.name}")
+        for name, value in metrics.items():
+            click.echo(f"{name:<10}{value:.4f}")
     with atomic_write(output.with_name(output.name + ".json")) as f:
         json.dump({**meta, "metrics": metrics}, f, indent=2)
 

@@ -1,4 +1,5 @@
 """`python -m mamba_pyserini.search` end to end: bundled BM25, tiny Mamba rerankers, real trec_eval."""
+import json
 import subprocess
 import sys
 
@@ -32,7 +33,8 @@ def test_bundled_bm25_is_pyserinis_run(topics, ndcg, tmp_path):
     pyserini = read_run(FIXTURES / f"pyserini.bm25.{key}.txt")
     ours = read_run(out)
     assert [h.docid for q in pyserini for h in pyserini[q]] == [h.docid for q in pyserini for h in ours[q]]
-    assert (out.parent / "run.txt.json").is_file()
+    sidecar = json.loads((out.parent / "run.txt.json").read_text())
+    assert sidecar["metrics"]["nDCG@10"] == ndcg and sidecar["first_stage"] == "bm25-default"
 
 
 @pytest.mark.parametrize("family, depth", [("mamba", "100"), ("mamba2", "20")])
@@ -64,6 +66,8 @@ def test_rerank_a_run_file_with_texts_from_a_collection(tiny_checkpoints, tmp_pa
                     "--run-tag", "mine")
     assert result.exit_code == 0, result.output
     assert "no metrics" in result.stderr
+    sidecar = json.loads((tmp_path / "reranked.txt.json").read_text())
+    assert sidecar["metrics"] == {} and sidecar["reranker"]["template"] == "document-query"
     from mamba_pyserini import MambaCrossEncoder
 
     s1, s2 = MambaCrossEncoder.from_pretrained(tiny_checkpoints["mamba2"]).predict(

@@ -69,8 +69,10 @@ class MambaCrossEncoder(nn.Module):
             log.warning("%s is a plain %s backbone without a ranking head: the head is randomly initialised, "
                         "so its scores mean nothing until it is trained", name_or_path, backbone_config.model_type)
             config = MambaRankerConfig.for_backbone(backbone_config, **overrides)
-            torch.manual_seed(0)
-            return cls(load_backbone(name_or_path), tokenizer, config)
+            backbone = load_backbone(name_or_path)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # the same fresh head every time
+                return cls(backbone, tokenizer, config)
         config = MambaRankerConfig.from_dict({**saved, **overrides})
         if config.kind != "cross-encoder":
             raise ValueError(f"{name_or_path} is a {config.kind} checkpoint, not a cross-encoder")
