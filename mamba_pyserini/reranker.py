@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .runs import Hit, Run, sort_hits
+from .runs import Hit, Run, check_queries, sort_hits
 
 
 class MambaReranker:
@@ -28,9 +28,7 @@ class MambaReranker:
 
     def rerank_run(self, queries: Mapping[str, str], run: Run, texts: Mapping[str, str]) -> Run:
         """Rerank every query of ``run``; all pairs are scored together, in length-sorted batches."""
-        missing = [qid for qid in run if qid not in queries]
-        if missing:
-            raise ValueError(f"{len(missing)} query id(s) of the run are not in the topics, e.g. {missing[0]!r}")
+        check_queries(run, queries)
         pairs, owners = [], []
         for qid, hits in run.items():
             for hit in sort_hits(hits)[:self.depth]:

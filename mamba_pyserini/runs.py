@@ -25,6 +25,13 @@ def sort_hits(hits: Iterable[Hit]) -> list[Hit]:
     return sorted(hits, key=lambda h: (-round(h.score, 6), h.docid))
 
 
+def check_queries(run: Run, queries, topics_name: str = "the topics") -> None:
+    """Every query of ``run`` must have a topic (its query text)."""
+    missing = [qid for qid in run if qid not in queries]
+    if missing:
+        raise ValueError(f"{len(missing)} query id(s) of the run are not in {topics_name}, e.g. {missing[0]!r}")
+
+
 def read_run(path: str | os.PathLike) -> Run:
     """Read a TREC run (``qid Q0 docid rank score tag``); hits come back in :func:`sort_hits` order."""
     if not os.path.isfile(path):

@@ -51,7 +51,7 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
     """Search TOPICS, rerank with a Mamba cross-encoder, write a TREC run and print trec_eval metrics."""
     from .candidates import COLLECTION_NAME, bundled_candidates, bundled_names
     from .corpus import read_texts
-    from .runs import read_run
+    from .runs import check_queries, read_run
     from .sparse import Bm25Searcher
     from .topics import load_topics
 
@@ -74,10 +74,7 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
         run, texts = bundled
         collection, condition = COLLECTION_NAME, "bm25-default"
         info(f"first stage: bundled Pyserini BM25 (k1=0.9, b=0.4) top-100 for {topic_set.name}")
-    missing = [qid for qid in run if qid not in topic_set.queries]
-    if missing:
-        raise BadInput(f"{len(missing)} query id(s) of the first stage are not in {topic_set.name}, "
-                       f"e.g. {missing[0]!r}")
+    check_queries(run, topic_set.queries, topic_set.name)
 
     meta = {"command": sys.argv, "topics": topic_set.name, "first_stage": condition}
     if reranker is None:

@@ -133,3 +133,13 @@ def test_help_imports_neither_torch_nor_java():
             "print(sorted(m for m in ('torch', 'jnius', 'transformers', 'pyserini') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_run_with_queries_outside_the_topics_is_refused(tmp_path):
+    run, docs = tmp_path / "r.txt", tmp_path / "d.tsv"
+    run.write_text("999999 Q0 d 1 1.0 x\n")
+    docs.write_text("d\ttext\n")
+    result = search("--topics", "dl19", "--run", str(run), "--index", str(docs), "--output", str(tmp_path / "o.txt"))
+    assert result.exit_code == 2
+    assert "1 query id(s) of the run are not in dl19-passage, e.g. '999999'" in result.stderr
+    assert not (tmp_path / "o.txt").exists()
