@@ -97,11 +97,13 @@ def _bad(tmp_path):
         "empty query": (["--topics", str(topics)], "empty query for topic 2"),
         "not a checkpoint": (["--topics", "dl19", "--reranker", str(notckpt)], "is not a model checkpoint"),
         "no candidates": (["--topics", "dl19-doc"], "no bundled candidates for topics 'dl19-doc'"),
+        "unknown index": (["--topics", "dl19", "--index", "no-such-index"], "unknown index 'no-such-index'"),
     }
 
 
 @pytest.mark.parametrize("case", [
-    "unknown topic", "malformed run line", "missing file", "empty query", "not a checkpoint", "no candidates"])
+    "unknown topic", "malformed run line", "missing file", "empty query", "not a checkpoint", "no candidates",
+    "unknown index"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
     args, message = _bad(tmp_path)[case]
     out = tmp_path / "out" / "run.txt"
