@@ -10,6 +10,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "MambaCrossEncoder": "mamba_pyserini.modeling.cross_encoder",
+    "MambaBiEncoder": "mamba_pyserini.modeling.bi_encoder",
+    "load_model": "mamba_pyserini.modeling.base",
     "MambaReranker": "mamba_pyserini.reranker",
     "MambaRankerConfig": "mamba_pyserini.config",
     "Bm25Searcher": "mamba_pyserini.sparse",

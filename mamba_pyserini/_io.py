@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -24,3 +25,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False):
+    """A temporary directory beside ``path`` that replaces ``path`` only if the block succeeds."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ValueError(f"{path} already exists (use --overwrite to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        built = Path(tmp) / "out"
+        built.mkdir()
+        yield built
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(built, path)

@@ -44,19 +44,33 @@ def kernel_path(device: str) -> str:
 MAMBA_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.models.mamba2.modeling_mamba2")
 
 
+def _reference_overrides() -> dict[str, object]:
+    """Our PyTorch replacements for transformers' reference functions, by name."""
+    from .modeling.scan import selective_scan
+
+    return {"mamba_selective_scan": selective_scan}
+
+
 @contextlib.contextmanager
-def kernels_for(device: str):
+def kernels_for(device: str, unfused: bool = False):
     """Run transformers' Mamba layers on the path :func:`kernel_path` picks for ``device``.
 
     transformers binds mamba_ssm's CUDA functions at import when the package is installed, and would call them on
-    CPU tensors too; off the fast path this swaps the PyTorch reference functions they wrap back in, then restores."""
-    if kernel_path(device) == "fast":
-        yield
-        return
+    CPU tensors too; off the fast path this swaps in the PyTorch reference functions they wrap (our own Mamba-1 scan
+    in place of transformers' slow one), then restores. ``unfused`` keeps the fast kernels but not Mamba-1's fused
+    training function, which reads the projection weights directly and so would bypass LoRA adapters on them (and
+    which needs causal_conv1d)."""
+    fast = kernel_path(device) == "fast"
+    unfused = unfused or not _version("causal_conv1d")  # the fused function asserts that causal_conv1d is there
+    overrides = {} if fast else _reference_overrides()
     swapped = []
     for module in map(importlib.import_module, MAMBA_MODULES):
         for name, fn in list(vars(module).items()):
-            if callable(fn) and getattr(fn, "__module__", None) == module.__name__ and hasattr(fn, "__wrapped__"):
+            if name in overrides:
+                swapped.append((module, name, fn))
+                setattr(module, name, overrides[name])
+            elif (callable(fn) and getattr(fn, "__module__", None) == module.__name__ and hasattr(fn, "__wrapped__")
+                  and (not fast or (unfused and name == "mamba_inner_fn"))):
                 swapped.append((module, name, fn))
                 setattr(module, name, inspect.unwrap(fn))
     try:

@@ -1,4 +1,5 @@
-"""MambaRankerConfig: how a checkpoint turns text into a score, saved in its config.json under ``mamba_pyserini``."""
+"""MambaRankerConfig: how a checkpoint turns text into scores or vectors, saved in its config.json under
+``mamba_pyserini``."""
 from __future__ import annotations
 
 import dataclasses
@@ -12,10 +13,15 @@ KINDS = ("cross-encoder", "bi-encoder")
 
 @dataclasses.dataclass
 class MambaRankerConfig:
+    """``template`` is the cross-encoder's pair layout; ``normalize`` and the prefixes belong to bi-encoders."""
+
     kind: str = "cross-encoder"
     template: str = DOCUMENT_QUERY
     pooling: str = "last"
     max_length: int = 512
+    normalize: bool = False
+    query_prefix: str = ""
+    document_prefix: str = ""
     format_version: int = 1
 
     def __post_init__(self):

@@ -21,7 +21,7 @@ def collection_format(path: str | os.PathLike) -> str:
     raise ValueError(f"{path}: unknown collection format; expected one of {', '.join(JSONL_SUFFIXES + TSV_SUFFIXES)}")
 
 
-def _open(path: str | os.PathLike):
+def open_text(path: str | os.PathLike):
     return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
 
 
@@ -30,7 +30,7 @@ def iter_collection(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"collection not found: {path}")
     fmt = collection_format(path)
-    with _open(path) as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue

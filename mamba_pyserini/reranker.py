@@ -1,4 +1,5 @@
-"""MambaReranker: rerank first-stage hits with a cross-encoder, keeping the rest of the list below."""
+"""MambaReranker: rerank first-stage hits with a cross-encoder (or a bi-encoder's similarity), keeping the rest of
+the list below."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,7 +8,9 @@ from .runs import Hit, Run, check_queries, sort_hits
 
 
 class MambaReranker:
-    """Reranks the top ``depth`` hits of each query by cross-encoder score; hits below keep their first-stage order."""
+    """Reranks the top ``depth`` hits of each query by the model's score; hits below keep their first-stage order.
+    ``model`` is anything with ``predict(pairs, batch_size, device, show_progress_bar)``: a MambaCrossEncoder or a
+    MambaBiEncoder."""
 
     def __init__(self, model, depth: int = 100, batch_size: int = 32, device: str | None = None,
                  show_progress_bar: bool = False):
@@ -18,10 +21,11 @@ class MambaReranker:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, max_length: int | None = None, **kwargs) -> "MambaReranker":
-        from .modeling.cross_encoder import MambaCrossEncoder
+        """A reranker over the cross-encoder or bi-encoder that ``name_or_path`` holds."""
+        from .modeling.base import load_model
 
         overrides = {} if max_length is None else {"max_length": max_length}
-        return cls(MambaCrossEncoder.from_pretrained(name_or_path, **overrides), **kwargs)
+        return cls(load_model(name_or_path, **overrides), **kwargs)
 
     def rerank(self, query: str, hits: list[Hit], texts: Mapping[str, str]) -> list[Hit]:
         return self.rerank_run({"q": query}, {"q": hits}, texts)["q"]

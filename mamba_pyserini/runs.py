@@ -77,3 +77,51 @@ def write_run(run: Run, path: str | os.PathLike, tag: str, output_format: str = 
                     f.write(f"{qid} Q0 {hit.docid} {rank} {hit.score:.6f} {tag}\n")
                 else:
                     f.write(f"{qid}\t{hit.docid}\t{rank}\n")
+
+
+def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
+    """Read TREC qrels (``qid iter docid relevance``) into ``{qid: {docid: relevance}}``."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"qrels file not found: {path}")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 4 or not parts[3].lstrip("-").isdigit():
+                raise ValueError(f"{path}:{lineno}: malformed qrels line {line.strip()[:80]!r}: "
+                                 "expected 'qid iter docid relevance'")
+            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+    if not qrels:
+        raise ValueError(f"qrels file {path} has no judgements")
+    return qrels
+
+
+FUSIONS = ("rrf", "interpolation")
+
+
+def fuse(sparse: Run, dense: Run, method: str = "rrf", k: int = 1000, rrf_k: int = 60, alpha: float = 0.1) -> Run:
+    """Fuse a sparse and a dense run with Pyserini's own code: reciprocal-rank fusion (``pyserini.fusion``), or
+    ``HybridSearcher``'s interpolation ``alpha * sparse + dense`` over min-max-centred scores."""
+    if method not in FUSIONS:
+        raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
+    if method == "interpolation":
+        from ._java import boot_jvm
+
+        boot_jvm()
+        from pyserini.search.hybrid import HybridSearcher
+
+        return {qid: sort_hits(Hit(h.docid, float(h.score)) for h in HybridSearcher._hybrid_results(
+            dense.get(qid, []), sparse.get(qid, []), alpha, k, normalization=True)) for qid in {**sparse, **dense}}
+    from pyserini.fusion import reciprocal_rank_fusion
+    from pyserini.trectools import TrecRun
+
+    def trec_run(run: Run) -> TrecRun:
+        return TrecRun.from_list([(qid, "Q0", h.docid, rank, h.score, "run")
+                                  for qid, hits in run.items() for rank, h in enumerate(sort_hits(hits), 1)])
+
+    fused: Run = {}
+    for row in reciprocal_rank_fusion([trec_run(sparse), trec_run(dense)], rrf_k=rrf_k, k=k).run_data.itertuples():
+        fused.setdefault(str(row.topic), []).append(Hit(str(row.docid), float(row.score)))
+    return {qid: sort_hits(hits) for qid, hits in fused.items()}

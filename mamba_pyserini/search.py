@@ -34,6 +34,13 @@ def _model_name(reranker: str) -> str:
 @click.option("--fb-terms", default=10, show_default=True, help="RM3 feedback terms.")
 @click.option("--fb-docs", default=10, show_default=True, help="RM3 feedback documents.")
 @click.option("--original-query-weight", default=0.5, show_default=True, help="RM3 original query weight.")
+@click.option("--dense", help="Dense first stage: a MambaBiEncoder checkpoint (or sentence-transformers directory) "
+                              "whose queries search --faiss-index.")
+@click.option("--faiss-index", help="FAISS index directory written by `python -m mamba_pyserini.encode`.")
+@click.option("--hybrid", is_flag=True, help="Fuse BM25 over --index with the dense run (then rerank the fused list).")
+@click.option("--fusion", default="rrf", show_default=True, type=click.Choice(["rrf", "interpolation"]),
+              help="rrf: Pyserini's reciprocal-rank fusion; interpolation: HybridSearcher's alpha*sparse + dense.")
+@click.option("--alpha", default=0.1, show_default=True, help="Sparse weight for --fusion interpolation.")
 @click.option("--hits", default=1000, show_default=True, type=click.IntRange(1), help="First-stage depth.")
 @click.option("--reranker", help="Cross-encoder: a checkpoint directory or hub id; 'none' for first stage only.")
 @click.option("--rerank-depth", default=100, show_default=True, type=click.IntRange(1),
@@ -46,18 +53,31 @@ def _model_name(reranker: str) -> str:
 @click.option("--run-tag", help="Run tag (TREC format) [the condition name].")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="BM25 search threads.")
 @handle_errors
-def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_docs, original_query_weight, hits,
-         reranker, rerank_depth, batch_size, max_length, device, output, output_format, run_tag, threads):
+def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_docs, original_query_weight, dense,
+         faiss_index, hybrid, fusion, alpha, hits, reranker, rerank_depth, batch_size, max_length, device, output, output_format, run_tag, threads):
     """Search TOPICS, rerank with a Mamba cross-encoder, write a TREC run and print trec_eval metrics."""
     from .candidates import COLLECTION_NAME, bundled_candidates, bundled_names
     from .corpus import read_texts
-    from .runs import check_queries, read_run
+    from .runs import check_queries, fuse, read_run
     from .sparse import Bm25Searcher
     from .topics import load_topics
 
     topic_set = load_topics(topics, topic_reader, qrels)
     texts = None
-    if run_file:
+    if (dense is None) != (faiss_index is None):
+        raise click.UsageError("--dense and --faiss-index go together")
+    if dense and run_file:
+        raise click.UsageError("--dense searches; --run reranks an existing run: choose one")
+    if hybrid and not (dense and index):
+        raise click.UsageError("--hybrid fuses BM25 over --index with --dense over --faiss-index: give all three")
+    if dense:
+        run, collection, condition = _dense_run(dense, faiss_index, topic_set.queries, hits, batch_size, device,
+                                                threads)
+        if hybrid:
+            searcher = Bm25Searcher(index, k1, b, rm3, fb_terms, fb_docs, original_query_weight)
+            run = fuse(searcher.search(topic_set.queries, hits, threads), run, fusion, hits, alpha=alpha)
+            condition = f"{searcher.condition}+{condition}.{fusion}"
+    elif run_file:
         if not index:
             raise click.UsageError("--run needs --index: a Lucene index or a JSONL/TSV collection with the texts")
         run, collection, condition = read_run(run_file), Path(index).name, Path(run_file).stem
@@ -85,6 +105,9 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
         model = MambaReranker.from_pretrained(reranker, max_length=max_length, depth=rerank_depth,
                                               batch_size=batch_size, device=device, show_progress_bar=True)
         if texts is None:
+            if not index:
+                raise click.UsageError("reranking needs the texts: give --index (a Lucene index or a JSONL/TSV "
+                                       "collection)")
             wanted = {h.docid for hits_ in run.values() for h in hits_[:rerank_depth]}
             texts = read_texts(index, wanted)
         run = model.rerank_run(topic_set.queries, run, texts)
@@ -93,6 +116,14 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
 
     output = Path(output or RUNS_DIR / f"run.{collection}.{condition}.{topic_set.name}.txt")
     _write_and_evaluate(run, output, run_tag or condition, output_format, topic_set, meta)
+
+
+def _dense_run(model_path, faiss_index, queries, hits, batch_size, device, threads):
+    from .dense import DenseSearcher
+    from .modeling.base import load_model
+
+    searcher = DenseSearcher(load_model(model_path, kind="bi-encoder"), faiss_index, device, batch_size)
+    return searcher.search(queries, hits, threads), Path(faiss_index).name, _model_name(model_path)
 
 
 def _write_and_evaluate(run, output: Path, tag: str, output_format: str, topic_set, meta: dict) -> None:

@@ -4,10 +4,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ._io import atomic_dir
 from ._java import autoclass, boot_jvm
 from .corpus import collection_format, is_lucene_index, iter_collection
 from .runs import Hit, Run, sort_hits
@@ -97,21 +96,16 @@ def build_index(collection: str | os.PathLike, index: str | os.PathLike, collect
         for f in files:  # fail on a malformed line before Anserini silently skips it
             for _ in iter_collection(f):
                 pass
-    index.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=index.parent, prefix=f".{index.name}.") as tmp:
-        tmp = Path(tmp)
-        inputs = tmp / "input"  # Anserini reads a directory
+    with atomic_dir(index, overwrite) as built:
+        inputs = built.parent / "input"  # Anserini reads a directory
         inputs.mkdir()
         for f in files:
             (inputs / f.name).symlink_to(f.resolve())
-        built = tmp / "index"
+        built.rmdir()  # Anserini creates it
         autoclass("io.anserini.index.IndexCollection").main([
             "-collection", collection_class, "-input", str(inputs), "-index", str(built),
             "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),
             "-storePositions", "-storeDocvectors", "-storeRaw", "-storeContents"])
         if not is_lucene_index(built):
             raise RuntimeError(f"Anserini built no index from {collection} with {collection_class}")
-        if index.exists():
-            shutil.rmtree(index)
-        os.replace(built, index)
     return str(index)

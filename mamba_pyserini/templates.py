@@ -59,3 +59,16 @@ def _encode_query_document(tokenizer, queries, docs, max_length):
     enc = tokenizer(queries, docs, truncation="only_second", max_length=max_length)
     keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
     return [{k: enc[k][i] for k in keys} for i in range(len(queries))]
+
+
+def encode_texts(tokenizer, texts: list[str], max_length: int, causal: bool) -> list[dict[str, list[int]]]:
+    """Token ids of single texts for a bi-encoder: the tokenizer's own special tokens for encoders
+    (``[CLS] text [SEP]``), the text + EOS for causal models (so the last token has read everything)."""
+    if not causal:
+        enc = tokenizer(texts, truncation=True, max_length=max_length)
+        return [{"input_ids": ids} for ids in enc["input_ids"]]
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("a causal bi-encoder needs a tokenizer with an EOS token")
+    enc = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length - 1)
+    return [{"input_ids": ids + [eos]} for ids in enc["input_ids"]]

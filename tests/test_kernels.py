@@ -22,3 +22,45 @@ def test_kernel_path_is_ref_without_cuda_kernels():
     assert kernel_path("cpu") == "ref"
     if info["mamba_ssm"] is None:
         assert kernel_path("cuda") == "ref"
+
+
+def test_our_cpu_scan_matches_transformers_reference_in_values_and_gradients():
+    import inspect
+
+    import torch
+    import transformers.models.mamba.modeling_mamba as modeling_mamba
+
+    from mamba_pyserini.modeling.scan import selective_scan
+
+    reference = inspect.unwrap(modeling_mamba.mamba_selective_scan)
+    b, d, n, length = 2, 16, 4, 40
+
+    def run(fn):
+        g = torch.Generator().manual_seed(0)
+        u, dt, z = (torch.randn(b, d, length, generator=g, requires_grad=True) for _ in range(3))
+        A = (-torch.rand(d, n, generator=g)).requires_grad_()
+        B, C = (torch.randn(b, n, length, generator=g, requires_grad=True) for _ in range(2))
+        D, bias = (torch.randn(d, generator=g, requires_grad=True) for _ in range(2))
+        out, last = fn(u, dt, A, B, C, D=D, z=z, delta_bias=bias, delta_softplus=True, return_last_state=True)
+        (out.square().sum() + last.sum()).backward()
+        return [out, last] + [t.grad for t in (u, dt, z, A, B, C, D, bias)]
+
+    for ours, theirs in zip(run(selective_scan), run(reference)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_kernel_path_uses_our_scan_inside_a_mamba_model():
+    import torch
+    import transformers.models.mamba.modeling_mamba as modeling_mamba
+    from transformers import MambaConfig, MambaModel
+
+    from mamba_pyserini.modeling.scan import selective_scan
+
+    torch.manual_seed(0)
+    model = MambaModel(MambaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, state_size=4)).eval()
+    ids = torch.randint(0, 50, (2, 12))
+    with kernels_for("cpu"):
+        assert modeling_mamba.mamba_selective_scan is selective_scan
+        ours = model(ids).last_hidden_state
+    assert modeling_mamba.mamba_selective_scan is not selective_scan  # restored: transformers' own scan again
+    torch.testing.assert_close(ours, model(ids).last_hidden_state, rtol=1e-4, atol=1e-5)

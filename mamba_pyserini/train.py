@@ -1,0 +1,162 @@
+"""``python -m mamba_pyserini.train``: train cross-encoders and bi-encoders, mine hard negatives, score with a teacher.
+
+Runs on one GPU, on CPU, or under ``torchrun --nproc_per_node N`` (DistributedDataParallel)."""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from ._cli import handle_errors, info
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(context_settings=CONTEXT)
+def main():
+    """Train Mamba (or transformer) rerankers and encoders with the RankMamba recipe."""
+
+
+def _data_options(command):
+    options = [
+        click.option("--data", required=True, help="Training groups: FlagEmbedding JSONL ({query, pos, neg[, pos_scores, "
+                                                   "neg_scores]}), or TSV triples of texts or (with --collection and "
+                                                   "--queries) of ids."),
+        click.option("--collection", help="Passages for id triples: JSONL {id, contents} or TSV id<TAB>text."),
+        click.option("--queries", help="Queries for id triples: TSV qid<TAB>query."),
+    ]
+    return functools.reduce(lambda c, o: o(c), reversed(options), command)
+
+
+def _training_options(loss_choices, loss_default, temperature_default):
+    def decorate(command):
+        options = [
+            click.option("--model", required=True, help="Start from: a hub id or directory (a plain backbone such as "
+                                                        "state-spaces/mamba-130m-hf, or a saved model of this kind)."),
+            click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
+                         help="'random': only the model's config and tokenizer, with fresh weights."),
+            _data_options,
+            click.option("--output", required=True, help="Directory for the final model, checkpoints and the log."),
+            click.option("--loss", type=click.Choice(loss_choices), default=loss_default, show_default=True,
+                         help="margin-mse and kl distil the teacher scores in --data."),
+            click.option("--group-size", default=8, show_default=True, help="1 positive + N-1 negatives per query."),
+            click.option("--queries-per-step", default=8, show_default=True, help="Queries per micro-batch and process."),
+            click.option("--accumulation-steps", default=1, show_default=True, help="Micro-batches per optimizer step."),
+            click.option("--lr", "learning_rate", default=2e-5, show_default=True),
+            click.option("--warmup-steps", default=1000, show_default=True, help="Linear warm-up, then linear decay."),
+            click.option("--weight-decay", default=0.01, show_default=True),
+            click.option("--max-grad-norm", type=float, help="Clip gradients to this norm."),
+            click.option("--epochs", default=1.0, show_default=True),
+            click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs)."),
+            click.option("--temperature", default=temperature_default, show_default=True),
+            click.option("--max-length", type=click.IntRange(8), help="Max tokens per sequence [the model's, or 512]."),
+            click.option("--save-steps", default=1000, show_default=True, help="Checkpoint every N steps."),
+            click.option("--save-total-limit", default=2, show_default=True, help="Checkpoints kept."),
+            click.option("--log-steps", default=10, show_default=True),
+            click.option("--seed", default=42, show_default=True),
+            click.option("--lora", is_flag=True, help="Train LoRA adapters (merged into the saved model)."),
+            click.option("--lora-r", default=64, show_default=True),
+            click.option("--lora-alpha", default=128, show_default=True),
+            click.option("--lora-targets", default="in_proj,x_proj,embeddings", show_default=True,
+                         help="Comma-separated module names (peft refuses out_proj on Mamba models)."),
+            click.option("--no-bf16", is_flag=True, help="fp32 on GPU."),
+            click.option("--device", default="auto", show_default=True),
+            click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --output."),
+            click.option("--stop-after-steps", type=click.IntRange(1),
+                         help="Stop (with a checkpoint) after N steps of this session; --resume continues."),
+        ]
+        return functools.reduce(lambda c, o: o(c), reversed(options), command)
+    return decorate
+
+
+def _train(model_class, model, init, data, collection, queries, output, max_length, lora_targets, no_bf16, device,
+           resume, stop_after_steps, model_overrides=None, **settings):
+    from transformers import AutoTokenizer
+
+    from .modeling.backbone import load_backbone_config
+    from .training.data import read_groups
+    from .training.trainer import Trainer, TrainingArguments
+
+    args = TrainingArguments(output, lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
+                             bf16=not no_bf16, device=device, **settings)
+    groups = read_groups(data, collection, queries)
+    overrides = {**(model_overrides or {}), **({"max_length": max_length} if max_length else {})}
+    if init == "random":
+        net = model_class.from_backbone_config(load_backbone_config(model), AutoTokenizer.from_pretrained(model),
+                                               **overrides)
+    else:
+        net = model_class.from_pretrained(model, **overrides)
+    info(f"training a {net.KIND} from {model} ({init}, {sum(p.numel() for p in net.parameters()) / 1e6:.1f}M "
+         f"parameters) on {len(groups)} groups")
+    history = Trainer(net, groups, args).train(resume=resume, stop_after=stop_after_steps)
+    if history:
+        info(f"step {history[-1]['step']}: loss {history[-1]['loss']:.4f}")
+
+
+@main.command("cross-encoder", context_settings=CONTEXT)
+@_training_options(["ce", "margin-mse", "kl"], "ce", 1.0)
+@handle_errors
+def cross_encoder(**kwargs):
+    """Train a MambaCrossEncoder: softmax cross-entropy over 1 positive + 7 negatives (or distil a teacher)."""
+    from .modeling.cross_encoder import MambaCrossEncoder
+
+    _train(MambaCrossEncoder, **kwargs)
+
+
+@main.command("bi-encoder", context_settings=CONTEXT)
+@_training_options(["contrastive", "margin-mse", "kl"], "contrastive", 0.05)
+@click.option("--pooling", type=click.Choice(["last", "mean", "cls"]), help="[last for causal models, cls for encoders]")
+@click.option("--normalize/--no-normalize", default=None, help="L2-normalise vectors (cosine similarity).")
+@click.option("--query-prefix", help="Text prepended to every query.")
+@click.option("--document-prefix", help="Text prepended to every document.")
+@click.option("--no-in-batch-negatives", is_flag=True, help="Only each query's own negatives compete.")
+@handle_errors
+def bi_encoder(pooling, normalize, query_prefix, document_prefix, no_in_batch_negatives, **kwargs):
+    """Train a MambaBiEncoder contrastively: in-batch plus hard negatives, with a temperature."""
+    from .modeling.bi_encoder import MambaBiEncoder
+
+    settings = {"pooling": pooling, "normalize": normalize, "query_prefix": query_prefix,
+                "document_prefix": document_prefix}
+    _train(MambaBiEncoder, model_overrides={k: v for k, v in settings.items() if v is not None},
+           in_batch_negatives=not no_in_batch_negatives, **kwargs)
+
+
+@main.command("mine-negatives", context_settings=CONTEXT)
+@click.option("--run", "run_file", required=True, help="First-stage TREC run (e.g. BM25 top-1000 on train queries).")
+@click.option("--qrels", required=True, help="Qrels: judged relevant docids are the positives.")
+@click.option("--output", required=True, help="TSV groups 'qid<TAB>pos_pid<TAB>neg_pid...' (train with --collection "
+                                               "and --queries).")
+@click.option("--negatives", default=30, show_default=True, type=click.IntRange(1), help="Negatives per query.")
+@click.option("--seed", default=42, show_default=True)
+@handle_errors
+def mine_negatives(run_file, qrels, output, negatives, seed):
+    """Sample hard negatives from the hits ranked below each query's best-ranked positive."""
+    from .runs import read_qrels, read_run
+    from .training.data import mine_negatives as mine
+    from .training.data import write_rows
+
+    rows = mine(read_run(run_file), read_qrels(qrels), negatives, seed)
+    write_rows(rows, output)
+    info(f"{len(rows)} groups written to {output}")
+
+
+@main.command("score-teacher", context_settings=CONTEXT)
+@click.option("--teacher", required=True, help="A cross-encoder or bi-encoder checkpoint (e.g. a sentence-transformers "
+                                               "directory).")
+@_data_options
+@click.option("--output", required=True, help="FlagEmbedding JSONL with pos_scores and neg_scores.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--device", default="auto", show_default=True)
+@handle_errors
+def score_teacher(teacher, data, collection, queries, output, batch_size, device):
+    """Score every (query, passage) pair of the training groups with a teacher, for MarginMSE / KL distillation."""
+    from .modeling.base import load_model
+    from .training.data import read_groups, score_groups, write_groups
+
+    groups = score_groups(load_model(teacher), read_groups(data, collection, queries), batch_size, device)
+    write_groups(groups, output)
+    info(f"{len(groups)} scored groups written to {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training: groups of (query, positives, negatives) and their sampling, losses, and the resumable trainer."""

@@ -1,0 +1,173 @@
+"""Training groups: a query with positive and negative passages (and optional teacher scores), read from
+MS MARCO-style triples or FlagEmbedding JSONL, mined from a run, and sampled into fixed-size groups."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from collections.abc import Mapping
+
+from .._io import atomic_write
+from ..corpus import JSONL_SUFFIXES, open_text, read_collection
+
+
+@dataclasses.dataclass
+class Group:
+    query: str
+    positives: list[str]
+    negatives: list[str]
+    positive_scores: list[float] | None = None  # a teacher's scores, for distillation
+    negative_scores: list[float] | None = None
+
+    @property
+    def has_scores(self) -> bool:
+        return self.positive_scores is not None and self.negative_scores is not None
+
+
+def read_groups(path: str | os.PathLike, collection: str | None = None, queries: str | None = None) -> list[Group]:
+    """Groups from FlagEmbedding JSONL (``{"query", "pos": [...], "neg": [...]}`` with optional ``pos_scores`` and
+    ``neg_scores``), or from TSV triples: ``query \\t positive \\t negative ...`` texts, or, given ``collection`` and
+    ``queries`` files, ``qid \\t pos_pid \\t neg_pid ...`` ids. Triples of one query merge into one group."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"training file not found: {path}")
+    if (collection is None) != (queries is None):
+        raise ValueError("id triples need both a collection and a queries file")
+    if str(path).lower().endswith(JSONL_SUFFIXES):
+        groups = _read_jsonl(path)
+    else:
+        groups = _read_triples(path, collection, queries)
+    if not groups:
+        raise ValueError(f"{path} has no training groups")
+    return groups
+
+
+def _read_jsonl(path) -> list[Group]:
+    groups = []
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+                group = Group(str(row["query"]), [str(p) for p in row["pos"]], [str(n) for n in row["neg"]],
+                              row.get("pos_scores"), row.get("neg_scores"))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f'{where}: malformed group: expected a JSON object with "query", "pos" and '
+                                 '"neg" lists') from None
+            groups.append(_checked(group, where))
+    return groups
+
+
+def _read_triples(path, collection, queries) -> list[Group]:
+    passages = read_collection(collection) if collection else None
+    query_texts = read_collection(queries) if queries else None
+    merged: dict[str, Group] = {}
+    with open_text(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) < 3:
+                raise ValueError(f"{where}: malformed triple: expected 'query<TAB>positive<TAB>negative...' "
+                                 f"(or ids), found {len(fields)} field(s)")
+            if passages is not None:
+                fields = [_lookup(query_texts, fields[0], "query id", queries, where)] + \
+                         [_lookup(passages, pid, "passage id", collection, where) for pid in fields[1:]]
+            query, positive, negatives = fields[0], fields[1], fields[2:]
+            group = merged.setdefault(query, Group(query, [], []))
+            group.positives += [positive] if positive not in group.positives else []
+            group.negatives += [n for n in negatives if n not in group.negatives]
+            _checked(group, where)
+    return list(merged.values())
+
+
+def _lookup(texts: Mapping[str, str], key: str, what: str, source, where: str) -> str:
+    if key not in texts:
+        raise ValueError(f"{where}: {what} {key!r} is not in {source}")
+    return texts[key]
+
+
+def _checked(group: Group, where: str) -> Group:
+    if not group.query.strip():
+        raise ValueError(f"{where}: empty query")
+    if not group.positives:
+        raise ValueError(f"{where}: group for query {group.query[:60]!r} has no positive")
+    if not group.negatives:
+        raise ValueError(f"{where}: group for query {group.query[:60]!r} has no negatives")
+    if (group.positive_scores is None) != (group.negative_scores is None) or (group.has_scores and (
+            len(group.positive_scores) != len(group.positives) or len(group.negative_scores) != len(group.negatives))):
+        raise ValueError(f"{where}: teacher scores must come for every positive and negative")
+    return group
+
+
+def sample_group(group: Group, size: int, rng: random.Random) -> tuple[list[str], list[float] | None]:
+    """One positive then ``size - 1`` negatives (with replacement only when there are too few), and their teacher
+    scores when the group has them."""
+    p = rng.randrange(len(group.positives))
+    k = size - 1
+    picks = rng.sample(range(len(group.negatives)), k) if len(group.negatives) >= k else \
+        [rng.randrange(len(group.negatives)) for _ in range(k)]
+    texts = [group.positives[p]] + [group.negatives[i] for i in picks]
+    if not group.has_scores:
+        return texts, None
+    return texts, [float(group.positive_scores[p])] + [float(group.negative_scores[i]) for i in picks]
+
+
+def group_order(n_groups: int, seed: int, start: int, count: int) -> list[int]:
+    """Group indices at stream positions ``start .. start+count``: each epoch is a fresh seeded permutation, so any
+    position (and a resumed run) is determined by the seed alone."""
+    out, position = [], start
+    while len(out) < count:
+        epoch, offset = divmod(position, n_groups)
+        perm = list(range(n_groups))
+        random.Random(seed * 1_000_003 + epoch).shuffle(perm)
+        take = perm[offset:offset + count - len(out)]
+        out += take
+        position += len(take)
+    return out
+
+
+def mine_negatives(run, qrels: Mapping[str, Mapping[str, int]], n: int, seed: int = 42) -> list[list[str]]:
+    """Hard negatives from a first-stage run: for each judged query, ``[qid, pos_pid, neg_pid ...]`` rows with up to
+    ``n`` negatives sampled (seeded) from the non-relevant hits ranked below its best-ranked positive."""
+    rows = []
+    for qid, hits in run.items():
+        positives = sorted(d for d, rel in qrels.get(qid, {}).items() if rel > 0)
+        if not positives:
+            continue
+        docids = [h.docid for h in hits]
+        first = min((docids.index(p) for p in positives if p in docids), default=-1)
+        pool = [d for d in docids[first + 1:] if d not in positives]
+        if not pool:
+            continue
+        negatives = random.Random(f"{seed}:{qid}").sample(pool, min(n, len(pool)))
+        rows += [[qid, p, *negatives] for p in positives]
+    if not rows:
+        raise ValueError("no query of the run has both a judged positive and a negative below it")
+    return rows
+
+
+def write_rows(rows: list[list[str]], path: str | os.PathLike) -> None:
+    with atomic_write(path) as f:
+        f.writelines("\t".join(row) + "\n" for row in rows)
+
+
+def write_groups(groups: list[Group], path: str | os.PathLike) -> None:
+    """FlagEmbedding JSONL (with teacher scores when the groups have them)."""
+    with atomic_write(path) as f:
+        for g in groups:
+            row = {"query": g.query, "pos": g.positives, "neg": g.negatives}
+            if g.has_scores:
+                row.update(pos_scores=g.positive_scores, neg_scores=g.negative_scores)
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def score_groups(model, groups: list[Group], batch_size: int = 64, device: str | None = None) -> list[Group]:
+    """The groups with a teacher's scores (``model.predict``) for every positive and negative."""
+    pairs = [(g.query, p) for g in groups for p in g.positives + g.negatives]
+    scores = iter(model.predict(pairs, batch_size=batch_size, device=device, show_progress_bar=True).tolist())
+    return [dataclasses.replace(g, positive_scores=[next(scores) for _ in g.positives],
+                                negative_scores=[next(scores) for _ in g.negatives]) for g in groups]

@@ -1,0 +1,326 @@
+"""Trainer: the RankMamba recipe for cross-encoders and contrastive training for bi-encoders, with exact resume
+and DistributedDataParallel under ``torchrun``.
+
+Every micro-batch is a pure function of (seed, step): which groups it holds and which negatives they sample, so a
+resumed run sees exactly the data an uninterrupted one would. A checkpoint holds the weights, AdamW's state, the
+scheduler, every process's RNG and the step, all in safetensors + JSON."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from .._io import atomic_write
+from .._kernels import kernels_for
+from ..modeling.base import RankingModel, resolve_device
+from .data import Group, group_order, sample_group
+from .losses import LOSSES, ranking_loss
+
+log = logging.getLogger("mamba_pyserini")
+BI_LOSSES = ("contrastive", "margin-mse", "kl")
+# peft refuses out_proj on Mamba models (mamba_ssm's fused training kernel reads its weight directly).
+MAMBA_LORA_TARGETS = ("in_proj", "x_proj", "embeddings")
+LOG_FILE, STATE_FILE, CHECKPOINTS = "train_log.jsonl", "trainer_state.json", "checkpoints"
+
+
+@dataclasses.dataclass
+class TrainingArguments:
+    """Defaults are the paper's recipe: 8 queries x (1 positive + 7 negatives) per step, softmax cross-entropy,
+    AdamW lr 2e-5 with 1,000 warm-up steps then linear decay, one epoch, bf16 autocast on GPU."""
+
+    output_dir: str
+    loss: str | None = None  # ce for cross-encoders, contrastive for bi-encoders
+    group_size: int = 8
+    queries_per_step: int = 8  # per process and micro-batch
+    accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    warmup_steps: int = 1000
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = None
+    epochs: float = 1.0
+    max_steps: int | None = None
+    temperature: float = 1.0  # KL temperature; bi-encoders also divide similarities by it
+    in_batch_negatives: bool = True  # bi-encoders: other queries' passages are negatives too
+    save_steps: int = 1000
+    save_total_limit: int = 2
+    log_steps: int = 10
+    seed: int = 42
+    lora: bool = False
+    lora_r: int = 64
+    lora_alpha: int = 128
+    lora_targets: tuple[str, ...] = MAMBA_LORA_TARGETS
+    bf16: bool = True
+    device: str | None = None
+    show_progress_bar: bool = True
+
+    def __post_init__(self):
+        if self.group_size < 2:
+            raise ValueError(f"group size must be at least 2 (a positive and a negative), not {self.group_size}")
+        for name in ("queries_per_step", "accumulation_steps", "save_steps", "log_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', ' ')} must be at least 1")
+
+
+class Trainer:
+    """Trains a :class:`MambaCrossEncoder` or :class:`MambaBiEncoder` on :class:`Group` s; ``train()`` writes the
+    final model (``save_pretrained`` form) to ``output_dir``, checkpoints under ``output_dir/checkpoints`` and a JSONL
+    log of loss, learning rate and tokens/s."""
+
+    def __init__(self, model: RankingModel, groups: list[Group], args: TrainingArguments):
+        losses = LOSSES if model.KIND == "cross-encoder" else BI_LOSSES
+        args = dataclasses.replace(args, loss=args.loss or losses[0])
+        if args.loss not in losses:
+            raise ValueError(f"unknown {model.KIND} loss {args.loss!r}; choose one of {', '.join(losses)}")
+        if args.loss in ("margin-mse", "kl") and not all(g.has_scores for g in groups):
+            raise ValueError(f"the {args.loss} loss needs teacher scores for every group (see `train score-teacher`)")
+        if not groups:
+            raise ValueError("no training groups")
+        self.model, self.groups, self.args = model, groups, args
+        self.output = Path(args.output_dir)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.device = resolve_device(args.device)
+        if self.world > 1:
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if self.device.startswith("cuda") else "gloo")
+            if self.device.startswith("cuda"):
+                self.device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+                torch.cuda.set_device(self.device)
+        self.rank = dist.get_rank() if self.world > 1 else 0
+        self.on_gpu = self.device.startswith("cuda")
+        self.global_queries = args.queries_per_step * args.accumulation_steps * self.world
+        self.total_steps = args.max_steps or math.ceil(args.epochs * len(groups) / self.global_queries)
+
+    # -- one step --------------------------------------------------------------------------------------------------
+    def _micro_batch(self, step: int, micro: int) -> tuple[list[str], list[str], torch.Tensor | None]:
+        """Queries, their candidates (Q x G, positive first) and teacher scores of this process's micro-batch."""
+        a = self.args
+        start = step * self.global_queries + (micro * self.world + self.rank) * a.queries_per_step
+        queries, docs, teacher = [], [], []
+        for position, index in zip(range(start, start + a.queries_per_step),
+                                   group_order(len(self.groups), a.seed, start, a.queries_per_step)):
+            texts, scores = sample_group(self.groups[index], a.group_size, random.Random(f"{a.seed}:{position}"))
+            queries.append(self.groups[index].query)
+            docs += texts
+            teacher.append(scores)
+        has_teacher = all(t is not None for t in teacher)
+        return queries, docs, torch.tensor(teacher, device=self.device) if has_teacher else None
+
+    def _loss(self, model, queries, docs, teacher) -> tuple[torch.Tensor, int, int]:
+        """The micro-batch's loss, its real (non-pad) tokens and its sequences."""
+        a, n = self.args, len(queries)
+        if self.model.KIND == "cross-encoder":
+            features = self.model.tokenize([q for q in queries for _ in range(a.group_size)], docs)
+        else:
+            features = self.model.tokenize(queries, True) + self.model.tokenize(docs, False)
+        batch = {k: v.to(self.device) for k, v in self.model.collate(features, 8 if self.on_gpu else 1).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and a.bf16):
+            out = model(**batch)
+        sizes = int(batch["attention_mask"].sum()), len(features)
+        if self.model.KIND == "cross-encoder":
+            return ranking_loss(a.loss, out.view(n, a.group_size), teacher, a.temperature), *sizes
+        q, d = out[:n].float(), out[n:].float()
+        own = (q[:, None, :] * d.view(n, a.group_size, -1)).sum(-1)  # (Q, G)
+        if a.loss == "margin-mse":
+            return ranking_loss(a.loss, own, teacher), *sizes
+        if a.loss == "kl":
+            return ranking_loss(a.loss, own, teacher, a.temperature), *sizes
+        if not a.in_batch_negatives:
+            return ranking_loss("ce", own / a.temperature, None), *sizes
+        scores = q @ d.T / a.temperature  # (Q, Q*G): every passage of the micro-batch competes
+        labels = torch.arange(n, device=self.device) * a.group_size
+        return torch.nn.functional.cross_entropy(scores, labels), *sizes
+
+    # -- the loop --------------------------------------------------------------------------------------------------
+    def train(self, resume: bool = False, stop_after: int | None = None) -> list[dict]:
+        """Train to ``total_steps``, continuing from the latest checkpoint when ``resume``; with ``stop_after``, stop
+        after that many steps of this session with a checkpoint (time-sliced jobs). Returns this session's log."""
+        from tqdm import tqdm
+        from transformers import get_linear_schedule_with_warmup
+
+        a = self.args
+        if not resume and (self.output / CHECKPOINTS).exists():
+            raise ValueError(f"{self.output} already holds checkpoints: pass --resume to continue, or choose a new "
+                             "output directory")
+        if a.lora:
+            self._wrap_lora()
+        self.model.to(self.device).train()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=a.learning_rate, weight_decay=a.weight_decay,
+                                      fused=self.on_gpu or None)
+        scheduler = get_linear_schedule_with_warmup(optimizer, a.warmup_steps, self.total_steps)
+        step = self._resume(optimizer, scheduler) if resume else 0
+        model = self.model
+        if self.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.on_gpu else None)
+        self._truncate_log(step)
+        history, stop_at = [], min(self.total_steps, step + stop_after if stop_after else self.total_steps)
+        bar = tqdm(total=self.total_steps, initial=step, desc=f"train {self.model.KIND}", unit="step",
+                   file=sys.stderr, disable=not a.show_progress_bar or self.rank != 0)
+        with kernels_for(self.device, unfused=a.lora):
+            while step < stop_at:
+                began, loss_sum, tokens, seqs = time.perf_counter(), 0.0, 0, 0
+                for micro in range(a.accumulation_steps):
+                    last = micro == a.accumulation_steps - 1
+                    with model.no_sync() if self.world > 1 and not last else contextlib.nullcontext():
+                        loss, n_tokens, n_seqs = self._loss(model, *self._micro_batch(step, micro))
+                        if not torch.isfinite(loss):
+                            raise RuntimeError(f"the loss became {loss.item()} at step {step + 1}")
+                        (loss / a.accumulation_steps).backward()
+                    loss_sum += loss.item() / a.accumulation_steps
+                    tokens, seqs = tokens + n_tokens, seqs + n_seqs
+                if a.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, a.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                loss_sum, tokens, seqs = self._all_reduce(loss_sum, tokens, seqs)
+                elapsed = time.perf_counter() - began
+                history.append({"step": step, "loss": loss_sum, "lr": scheduler.get_last_lr()[0],
+                                "tokens_per_s": tokens / elapsed, "seqs_per_s": seqs / elapsed})
+                bar.update()
+                bar.set_postfix(loss=f"{loss_sum:.4f}")
+                if step % a.log_steps == 0 or step in (stop_at, self.total_steps):
+                    self._append_log(history[-1])
+                if step < self.total_steps and (step % a.save_steps == 0 or step == stop_at):
+                    self._save_checkpoint(step, optimizer, scheduler)
+        bar.close()
+        if step == self.total_steps:
+            self._finish()
+        return history
+
+    def _all_reduce(self, loss: float, tokens: int, seqs: int) -> tuple[float, int, int]:
+        if self.world == 1:
+            return loss, tokens, seqs
+        values = torch.tensor([loss, float(tokens), float(seqs)], device=self.device)
+        dist.all_reduce(values)
+        return values[0].item() / self.world, int(values[1].item()), int(values[2].item())
+
+    def _wrap_lora(self) -> None:
+        from peft import LoraConfig, get_peft_model
+
+        a = self.args
+        config = LoraConfig(r=a.lora_r, lora_alpha=a.lora_alpha, target_modules=list(a.lora_targets))
+        self.model.backbone = get_peft_model(self.model.backbone, config)
+
+    def _finish(self) -> None:
+        if self.args.lora:
+            self.model.backbone = self.model.backbone.merge_and_unload()
+        if self.rank == 0:
+            self.model.save_pretrained(self.output)
+            with atomic_write(self.output / "training_args.json") as f:
+                json.dump({**dataclasses.asdict(self.args), "world_size": self.world,
+                           "total_steps": self.total_steps}, f, indent=2)
+            log.info("model written to %s", self.output)
+        if self.world > 1:
+            dist.barrier()
+
+    # -- checkpoints and log ---------------------------------------------------------------------------------------
+    def _checkpoint_dir(self, step: int) -> Path:
+        return self.output / CHECKPOINTS / f"step-{step:08d}"
+
+    def _save_checkpoint(self, step: int, optimizer, scheduler) -> None:
+        """Written beside its final name and renamed in, so an interrupted save leaves no checkpoint behind."""
+        from safetensors.torch import save_file
+
+        final = self._checkpoint_dir(step)
+        tmp = final.with_name(final.name + ".tmp")
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()},
+                      tmp / "model.safetensors")
+            tensors, meta = _flatten_optimizer(optimizer.state_dict())
+            save_file(tensors, tmp / "optimizer.safetensors")
+            with open(tmp / STATE_FILE, "w") as f:
+                json.dump({"step": step, "optimizer": meta, "scheduler": scheduler.state_dict(),
+                           "args": dataclasses.asdict(self.args), "world_size": self.world}, f)
+        self._barrier()
+        rng = {"cpu": torch.get_rng_state()}
+        if self.on_gpu:
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        save_file(rng, tmp / f"rng-{self.rank}.safetensors")
+        self._barrier()
+        if self.rank == 0:
+            tmp.rename(final)
+            kept = sorted(p for p in (self.output / CHECKPOINTS).glob("step-*") if not p.name.endswith(".tmp"))
+            for old in kept[:-self.args.save_total_limit]:
+                shutil.rmtree(old)
+        self._barrier()
+
+    def _resume(self, optimizer, scheduler) -> int:
+        from safetensors.torch import load_file
+
+        found = sorted(p for p in (self.output / CHECKPOINTS).glob("step-*") if not p.name.endswith(".tmp"))
+        if not found:
+            log.warning("no checkpoint in %s: starting from step 0", self.output / CHECKPOINTS)
+            return 0
+        path = found[-1]
+        state = json.loads((path / STATE_FILE).read_text())
+        if state["world_size"] != self.world:
+            raise ValueError(f"{path} was written by {state['world_size']} process(es); resume with as many")
+        self.model.load_state_dict(load_file(path / "model.safetensors", device=self.device))
+        optimizer.load_state_dict(_unflatten_optimizer(load_file(path / "optimizer.safetensors", device=self.device),
+                                                       state["optimizer"]))
+        scheduler.load_state_dict(state["scheduler"])
+        rng = load_file(path / f"rng-{self.rank}.safetensors")
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.on_gpu:
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        log.info("resumed from %s (step %d of %d)", path, state["step"], self.total_steps)
+        return state["step"]
+
+    def _truncate_log(self, step: int) -> None:
+        """Keep the log's entries up to ``step`` (a resumed run repeats the steps after its checkpoint)."""
+        path = self.output / LOG_FILE
+        if self.rank != 0 or not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by the interruption
+                if json.loads(line)["step"] <= step:
+                    kept.append(line + "\n")
+        with atomic_write(path) as f:
+            f.writelines(kept)
+
+    def _append_log(self, entry: dict) -> None:
+        if self.rank == 0:
+            self.output.mkdir(parents=True, exist_ok=True)
+            with open(self.output / LOG_FILE, "a") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state_dict as safetensors tensors plus JSON (param groups and non-tensor values)."""
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{key}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{index}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
