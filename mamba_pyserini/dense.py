@@ -82,7 +82,7 @@ def encode_corpus(model, corpus: str | os.PathLike, output: str | os.PathLike, b
     vectors = model.encode_documents([text for _, text in docs], batch_size=batch_size, device=device,
                                      show_progress_bar=show_progress_bar) if docs else \
         np.zeros((0, model.dimension), dtype=np.float32)
-    meta = {"corpus": str(corpus), "model": model.config.to_dict(), "shard": [shard_id, shard_num]}
+    meta = {"corpus": str(Path(corpus).resolve()), "model": model.config.to_dict(), "shard": [shard_id, shard_num]}
     return write_faiss_index(vectors, [d for d, _ in docs], target, None if shard_num > 1 else hnsw_m, meta=meta,
                              overwrite=overwrite)
 

@@ -19,14 +19,49 @@ def _model_name(reranker: str) -> str:
     return Path(reranker.rstrip("/")).name if os.path.isdir(reranker) else reranker.replace("/", "--")
 
 
+def _options(*options):
+    """Apply click options in the order written."""
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+topic_options = _options(
+    click.option("--topics", required=True,
+                 help="Topic name as Pyserini spells it (dl19-passage, dl20-passage, dl19-doc, msmarco-passage-dev-subset, "
+                      "...), an alias (dl19, dl20), or a topic file."),
+    click.option("--topic-reader", type=click.Choice(READERS), help="Anserini topic reader for a topic file [guessed]."),
+    click.option("--qrels", help="Qrels file for metrics (topic names bring their own)."),
+)
+rerank_options = _options(
+    click.option("--reranker", help="Cross-encoder (or bi-encoder) checkpoint directory or hub id; 'none' for no "
+                                    "reranking."),
+    click.option("--rerank-depth", default=100, show_default=True, type=click.IntRange(1),
+                 help="Rerank the top K; the rest keeps its first-stage order below them."),
+    click.option("--doc-mode", default="firstp", show_default=True, type=click.Choice(["firstp", "maxp"]),
+                 help="firstp: the text as max length truncates it; maxp: best of overlapping word windows."),
+    click.option("--segment-length", default=150, show_default=True, type=click.IntRange(1),
+                 help="MaxP window in words."),
+    click.option("--segment-stride", default=75, show_default=True, type=click.IntRange(1),
+                 help="MaxP stride in words."),
+    click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
+    click.option("--max-length", type=click.IntRange(8), help="Override the checkpoint's max length in tokens."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+)
+output_options = _options(
+    click.option("--output", help="Run file [runs/run.{collection}.{condition}.{topics}.txt]."),
+    click.option("--output-format", default="trec", show_default=True, type=click.Choice(["trec", "msmarco"])),
+    click.option("--run-tag", help="Run tag (TREC format) [the condition name]."),
+)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--topics", required=True,
-              help="Topic name as Pyserini spells it (dl19-passage, dl20-passage, dl19-doc, msmarco-passage-dev-subset, "
-                   "...), an alias (dl19, dl20), or a topic file.")
-@click.option("--topic-reader", type=click.Choice(READERS), help="Anserini topic reader for a topic file [guessed].")
-@click.option("--qrels", help="Qrels file for metrics (topic names bring their own).")
-@click.option("--index", help="BM25 over a Lucene index directory or Pyserini prebuilt index name; with --run, the "
-                              "text source (an index, or a JSONL/TSV collection). Default: the bundled candidates.")
+@topic_options
+@click.option("--index", help="BM25 over a Lucene index directory or Pyserini prebuilt index name; with --run or "
+                              "--dense, also the text source for reranking (an index, a JSONL/TSV collection, or a "
+                              "FAISS index directory). Default: the bundled candidates.")
 @click.option("--run", "run_file", help="Rerank this TREC run instead of searching (texts from --index).")
 @click.option("--k1", default=0.9, show_default=True, help="BM25 k1.")
 @click.option("--b", default=0.4, show_default=True, help="BM25 b.")
@@ -42,23 +77,15 @@ def _model_name(reranker: str) -> str:
               help="rrf: Pyserini's reciprocal-rank fusion; interpolation: HybridSearcher's alpha*sparse + dense.")
 @click.option("--alpha", default=0.1, show_default=True, help="Sparse weight for --fusion interpolation.")
 @click.option("--hits", default=1000, show_default=True, type=click.IntRange(1), help="First-stage depth.")
-@click.option("--reranker", help="Cross-encoder: a checkpoint directory or hub id; 'none' for first stage only.")
-@click.option("--rerank-depth", default=100, show_default=True, type=click.IntRange(1),
-              help="Rerank the top K; the rest keeps its first-stage order below them.")
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--max-length", type=click.IntRange(8), help="Override the checkpoint's max length in tokens.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
-@click.option("--output", help="Run file [runs/run.{collection}.{condition}.{topics}.txt].")
-@click.option("--output-format", default="trec", show_default=True, type=click.Choice(["trec", "msmarco"]))
-@click.option("--run-tag", help="Run tag (TREC format) [the condition name].")
+@rerank_options
+@output_options
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="BM25 search threads.")
 @handle_errors
 def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_docs, original_query_weight, dense,
-         faiss_index, hybrid, fusion, alpha, hits, reranker, rerank_depth, batch_size, max_length, device, output, output_format, run_tag, threads):
+         faiss_index, hybrid, fusion, alpha, hits, output, output_format, run_tag, threads, **rerank):
     """Search TOPICS, rerank with a Mamba cross-encoder, write a TREC run and print trec_eval metrics."""
     from .candidates import COLLECTION_NAME, bundled_candidates, bundled_names
-    from .corpus import read_texts
-    from .runs import check_queries, fuse, read_run
+    from .runs import fuse, read_run
     from .sparse import Bm25Searcher
     from .topics import load_topics
 
@@ -71,8 +98,8 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
     if hybrid and not (dense and index):
         raise click.UsageError("--hybrid fuses BM25 over --index with --dense over --faiss-index: give all three")
     if dense:
-        run, collection, condition = _dense_run(dense, faiss_index, topic_set.queries, hits, batch_size, device,
-                                                threads)
+        run, collection, condition = _dense_run(dense, faiss_index, topic_set.queries, hits, rerank["batch_size"],
+                                                rerank["device"], threads)
         if hybrid:
             searcher = Bm25Searcher(index, k1, b, rm3, fb_terms, fb_docs, original_query_weight)
             run = fuse(searcher.search(topic_set.queries, hits, threads), run, fusion, hits, alpha=alpha)
@@ -85,37 +112,52 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
         searcher = Bm25Searcher(index, k1, b, rm3, fb_terms, fb_docs, original_query_weight)
         run, collection, condition = searcher.search(topic_set.queries, hits, threads), Path(index).name, searcher.condition
     else:
-        if rm3 or (k1, b) != (0.9, 0.4):
-            raise click.UsageError("the bundled candidates are BM25 k1=0.9 b=0.4: give --index to change BM25")
-        bundled = bundled_candidates(topic_set.name)
+        if (k1, b, fb_terms, fb_docs, original_query_weight) != (0.9, 0.4, 10, 10, 0.5):
+            raise click.UsageError("the bundled candidates are Pyserini's defaults (BM25 k1=0.9 b=0.4, RM3 10 terms, "
+                                   "10 documents, weight 0.5): give --index to change them")
+        first_stage = "bm25-rm3" if rm3 else "bm25"
+        bundled = bundled_candidates(topic_set.name, first_stage)
         if bundled is None:
-            raise BadInput(f"no bundled candidates for topics {topic_set.name!r} (bundled: "
-                           f"{', '.join(bundled_names())}): give --index, or --run with --index")
+            raise BadInput(f"no bundled {first_stage} candidates for topics {topic_set.name!r} (bundled: "
+                           f"{', '.join(bundled_names(first_stage))}): give --index, or --run with --index")
         run, texts = bundled
-        collection, condition = COLLECTION_NAME, "bm25-default"
-        info(f"first stage: bundled Pyserini BM25 (k1=0.9, b=0.4) top-100 for {topic_set.name}")
-    check_queries(run, topic_set.queries, topic_set.name)
-
+        collection, condition = COLLECTION_NAME, f"{first_stage}-default"
+        info(f"first stage: bundled Pyserini {first_stage.upper()} (k1=0.9, b=0.4) top-100 for {topic_set.name}")
     meta = {"command": sys.argv, "topics": topic_set.name, "first_stage": condition}
+    run, condition = rerank_stage(run, topic_set, texts, index, condition, meta, **rerank)
+    output = Path(output or RUNS_DIR / f"run.{collection}.{condition}.{topic_set.name}.txt")
+    write_and_evaluate(run, output, run_tag or condition, output_format, topic_set, meta)
+
+
+def rerank_stage(run, topic_set, texts, text_source, condition: str, meta: dict, reranker, rerank_depth, doc_mode,
+                 segment_length, segment_stride, batch_size, max_length, device):
+    """Rerank ``run`` when a reranker is named (texts from ``texts`` or else ``text_source``); returns the run and
+    its condition name, and records the settings in ``meta``."""
+    from .corpus import read_texts
+    from .runs import check_queries
+
+    check_queries(run, topic_set.queries, topic_set.name)
     if reranker is None:
         info("no --reranker given and no default model is bundled yet: first stage only")
-    elif reranker.lower() != "none":
-        from .reranker import MambaReranker
+        return run, condition
+    if reranker.lower() == "none":
+        return run, condition
+    from .reranker import MambaReranker
 
-        model = MambaReranker.from_pretrained(reranker, max_length=max_length, depth=rerank_depth,
-                                              batch_size=batch_size, device=device, show_progress_bar=True)
-        if texts is None:
-            if not index:
-                raise click.UsageError("reranking needs the texts: give --index (a Lucene index or a JSONL/TSV "
-                                       "collection)")
-            wanted = {h.docid for hits_ in run.values() for h in hits_[:rerank_depth]}
-            texts = read_texts(index, wanted)
-        run = model.rerank_run(topic_set.queries, run, texts)
-        condition = f"{condition}.{_model_name(reranker)}"
-        meta["reranker"] = {"model": reranker, "depth": rerank_depth, **model.model.config.to_dict()}
-
-    output = Path(output or RUNS_DIR / f"run.{collection}.{condition}.{topic_set.name}.txt")
-    _write_and_evaluate(run, output, run_tag or condition, output_format, topic_set, meta)
+    model = MambaReranker.from_pretrained(reranker, max_length=max_length, depth=rerank_depth, batch_size=batch_size,
+                                          device=device, show_progress_bar=True, doc_mode=doc_mode,
+                                          segment_length=segment_length, segment_stride=segment_stride)
+    if texts is None:
+        if not text_source:
+            raise click.UsageError("reranking needs the texts: give --index (a Lucene index, a JSONL/TSV collection "
+                                   "or a FAISS index directory)")
+        texts = read_texts(text_source, {h.docid for hits in run.values() for h in hits[:rerank_depth]})
+    run = model.rerank_run(topic_set.queries, run, texts)
+    mode = f".{doc_mode}" if doc_mode != "firstp" else ""
+    meta["reranker"] = {"model": reranker, "depth": rerank_depth, "doc_mode": doc_mode,
+                        **({"segment_length": segment_length, "segment_stride": segment_stride} if mode else {}),
+                        **model.model.config.to_dict()}
+    return run, f"{condition}.{_model_name(reranker)}{mode}"
 
 
 def _dense_run(model_path, faiss_index, queries, hits, batch_size, device, threads):
@@ -126,7 +168,7 @@ def _dense_run(model_path, faiss_index, queries, hits, batch_size, device, threa
     return searcher.search(queries, hits, threads), Path(faiss_index).name, _model_name(model_path)
 
 
-def _write_and_evaluate(run, output: Path, tag: str, output_format: str, topic_set, meta: dict) -> None:
+def write_and_evaluate(run, output: Path, tag: str, output_format: str, topic_set, meta: dict) -> None:
     """Write the run, print its metrics when there are qrels, and write the ``.json`` sidecar beside it."""
     from ._io import atomic_write
     from .evaluation import evaluate_run

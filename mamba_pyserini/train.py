@@ -137,7 +137,7 @@ def mine_negatives(run_file, qrels, output, negatives, seed):
 
     rows = mine(read_run(run_file), read_qrels(qrels), negatives, seed)
     write_rows(rows, output)
-    info(f"{len(rows)} groups written to {output}")
+    info(f"{len(rows)} rows (one per positive) for {len({r[0] for r in rows})} queries written to {output}")
 
 
 @main.command("score-teacher", context_settings=CONTEXT)

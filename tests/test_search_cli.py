@@ -96,7 +96,7 @@ def _bad(tmp_path):
                          "run file not found"),
         "empty query": (["--topics", str(topics)], "empty query for topic 2"),
         "not a checkpoint": (["--topics", "dl19", "--reranker", str(notckpt)], "is not a model checkpoint"),
-        "no candidates": (["--topics", "dl19-doc"], "no bundled candidates for topics 'dl19-doc'"),
+        "no candidates": (["--topics", "dl19-doc"], "no bundled bm25 candidates for topics 'dl19-doc'"),
         "unknown index": (["--topics", "dl19", "--index", "no-such-index"], "unknown index 'no-such-index'"),
     }
 

@@ -1,0 +1,39 @@
+"""``python -m mamba_pyserini.rerank``: rerank any TREC run (Anserini's SearchCollection, Pyserini, ...) with a Mamba
+model; the output is a TREC run that trec_eval, Pyserini's fusion and its 2CR scripts accept."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ._cli import handle_errors
+from .search import output_options, rerank_options, rerank_stage, topic_options, write_and_evaluate
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--run", "run_file", required=True, help="TREC run to rerank (qid Q0 docid rank score tag).")
+@click.option("--index", required=True, help="Texts: a Lucene index (stored raw/contents, as LuceneSearcher.doc), a "
+                                             "Pyserini prebuilt index name, a JSONL/TSV collection, or a FAISS index "
+                                             "directory written by encode.")
+@topic_options
+@rerank_options
+@output_options
+@handle_errors
+def main(run_file, index, topics, topic_reader, qrels, output, output_format, run_tag, **rerank):
+    """Rerank RUN's top hits for TOPICS with a cross-encoder (or bi-encoder) and write a TREC run."""
+    from .runs import read_run
+    from .search import RUNS_DIR
+    from .topics import load_topics
+
+    if rerank["reranker"] is None:
+        raise click.UsageError("--reranker is required")
+    topic_set = load_topics(topics, topic_reader, qrels)
+    meta = {"command": sys.argv, "topics": topic_set.name, "first_stage": str(run_file)}
+    run, condition = rerank_stage(read_run(run_file), topic_set, None, index, Path(run_file).stem, meta, **rerank)
+    output = Path(output or RUNS_DIR / f"run.{condition}.txt")
+    write_and_evaluate(run, output, run_tag or condition.replace(" ", "_"), output_format, topic_set, meta)
+
+
+if __name__ == "__main__":
+    main()
