@@ -1,0 +1,301 @@
+"""``python -m mamba_pyserini.bench``: training and reranking throughput of Mamba rerankers and same-size transformers
+on real text, one run per machine, written as JSON + Markdown (+ a PNG chart when matplotlib is there).
+
+Workloads (each model tokenizes with its own tokenizer and template, max length 512, random weights):
+- ``train``: steps of 8 MS MARCO training queries x (1 + 7) passages, forward + backward of the group softmax loss +
+  fused AdamW, bf16 autocast on GPU; batched ``padded`` (one batch padded to a multiple of 8), ``rounded`` (padded to
+  a multiple of 128: at most four shapes, so autotuning and cuBLAS heuristics run once per shape) or ``bucketed``
+  (length-sorted micro-batches of at most ``--bucket-tokens`` padded tokens, one loss over all of them).
+- ``rerank``: the bundled DL19 BM25 top-100 (4,300 pairs) through ``MambaCrossEncoder.predict``, tokenization included.
+- ``sweep``: training steps of 32k tokens in sequences of one uniform length, 128 to 2,048 tokens.
+Reports real (non-pad) tokens/s, sequences/s, peak memory and model FLOPs utilisation (6 x params x tokens for
+training, 2 x for inference, over the GPU's dense bf16 peak)."""
+from __future__ import annotations
+
+import datetime
+import gzip
+import json
+import platform
+import random
+import time
+from pathlib import Path
+
+import click
+
+from ._cli import handle_errors, info
+from .topics import COLLECTIONS
+
+QUERIES = COLLECTIONS / "bench" / "msmarco-passage.train.sample10k-1.tsv.gz"
+TOKENIZERS = {"neox": "gpt-neox-20b-tokenizer", "bert": "bert-base-uncased-tokenizer"}
+FIXTURES = COLLECTIONS.parent / "tests" / "fixtures"
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s
+SWEEP = (128, 256, 512, 1024, 2048)
+SWEEP_TOKENS = 32768  # per step
+
+
+def model_configs(small: bool) -> dict[str, tuple[str, object]]:
+    """name -> (tokenizer, transformers config): published shapes, or 2-layer width-64 ones with ``small``."""
+    from transformers import BertConfig, GPTNeoXConfig, Mamba2Config, MambaConfig
+
+    d, layers, heads = (64, 2, 2) if small else (768, 24, 12)
+    half = max(layers // 2, 1)
+    return {
+        "mamba1-130m": ("neox", MambaConfig(vocab_size=50280, hidden_size=d, num_hidden_layers=layers, state_size=16)),
+        "mamba2-130m": ("neox", Mamba2Config(vocab_size=50280, hidden_size=d, num_hidden_layers=layers,
+                                             state_size=128 if not small else 16, head_dim=64 if not small else 16,
+                                             num_heads=2 * d // (64 if not small else 16), n_groups=1, expand=2)),
+        "pythia-160m": ("neox", GPTNeoXConfig(vocab_size=50304, hidden_size=d, num_hidden_layers=half,
+                                              num_attention_heads=heads, intermediate_size=4 * d,
+                                              max_position_embeddings=2048, attn_implementation="sdpa")),
+        "bert-base": ("bert", BertConfig(vocab_size=30522, hidden_size=d, num_hidden_layers=half,
+                                         num_attention_heads=heads, intermediate_size=4 * d,
+                                         max_position_embeddings=512, attn_implementation="sdpa")),
+    }
+
+
+def training_steps(n_steps: int, seed: int = 0) -> list[list[tuple[str, str]]]:
+    """Each step: 8 real training queries x 8 bundled candidate passages, as (query, passage) pairs."""
+    from .candidates import bundled_candidates
+
+    with gzip.open(QUERIES, "rt", encoding="utf-8") as f:
+        queries = [line.rstrip("\n").split("\t", 1)[1] for line in f if "\t" in line]
+    passages = sorted(bundled_candidates("dl19-passage")[1].values())
+    rng = random.Random(seed)
+    return [[(q, p) for q in rng.sample(queries, 8) for p in rng.sample(passages, 8)] for _ in range(n_steps)]
+
+
+class Bench:
+    def __init__(self, device: str, steps: int, bucket_tokens: int):
+        import torch
+
+        self.torch, self.device, self.steps, self.bucket_tokens = torch, device, steps, bucket_tokens
+        self.on_gpu = device.startswith("cuda")
+
+    def sync(self):
+        if self.on_gpu:
+            self.torch.cuda.synchronize()
+
+    def peak_gib(self) -> float | None:
+        return self.torch.cuda.max_memory_allocated() / 2**30 if self.on_gpu else None
+
+    def reset(self):
+        if self.on_gpu:
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def train(self, model, batches: list[list[dict]], config: str) -> dict:
+        """Time ``len(batches)`` optimizer steps (after two untimed ones) on pre-tokenized features."""
+        torch = self.torch
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=self.on_gpu or None)
+        multiple = (128 if config == "rounded" else 8) if self.on_gpu else 1
+        model.train()
+        tokens = seqs = 0
+        for i, features in enumerate(batches[:2] + batches):
+            if i == 2:
+                self.sync()
+                began, tokens, seqs = time.perf_counter(), 0, 0
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu):
+                parts = []
+                for idx in self.buckets(features) if config == "bucketed" else [list(range(len(features)))]:
+                    batch = {k: v.to(self.device, non_blocking=True)
+                             for k, v in model.collate([features[j] for j in idx], multiple).items()}
+                    parts.append((idx, model(**batch).float()))
+                    tokens += int(batch["attention_mask"].sum())
+                scores = torch.zeros(len(features), device=self.device)
+                for idx, part in parts:
+                    scores = scores.index_add(0, torch.tensor(idx, device=self.device), part)
+                group = 8 if len(features) % 8 == 0 else len(features)
+                loss = torch.nn.functional.cross_entropy(
+                    scores.view(-1, group), torch.zeros(len(features) // group, dtype=torch.long, device=self.device))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            seqs += len(features)
+        self.sync()
+        elapsed = time.perf_counter() - began
+        return {"seq_per_s": seqs / elapsed, "tokens_per_s": tokens / elapsed}
+
+    def buckets(self, features: list[dict]) -> list[list[int]]:
+        """Length-sorted groups of indices, each at most ``bucket_tokens`` once padded to its longest."""
+        order = sorted(range(len(features)), key=lambda j: len(features[j]["input_ids"]))
+        groups, current = [], []
+        for j in order:
+            if current and (len(current) + 1) * len(features[j]["input_ids"]) > self.bucket_tokens:
+                groups.append(current)
+                current = []
+            current.append(j)
+        return groups + [current]
+
+    def rerank(self, model, pairs) -> dict:
+        model.predict(pairs[:256], batch_size=128, device=self.device)  # warm-up (kernels, autotuning)
+        self.sync()
+        began = time.perf_counter()
+        model.predict(pairs, batch_size=128, device=self.device)
+        self.sync()
+        elapsed = time.perf_counter() - began
+        tokens = sum(len(f["input_ids"]) for f in model.tokenize([q for q, _ in pairs], [d for _, d in pairs]))
+        return {"seq_per_s": len(pairs) / elapsed, "tokens_per_s": tokens / elapsed}
+
+
+def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: list[str],
+              workloads: list[str]) -> dict:
+    import torch
+    from transformers import AutoTokenizer
+
+    from ._kernels import kernel_info, kernels_for
+    from .candidates import bundled_candidates
+    from .topics import TOPICS_DIR
+
+    bench = Bench(device, steps, bucket_tokens)
+    configs = model_configs(small)
+    tokenizers = {k: AutoTokenizer.from_pretrained(FIXTURES / v) for k, v in TOKENIZERS.items()}
+    steps_pairs = training_steps(steps + 2)
+    with open(TOPICS_DIR / "topics.dl19-passage.txt", encoding="utf-8") as f:  # TSV: no JVM on a GPU machine
+        queries = dict(line.rstrip("\n").split("\t", 1) for line in f if line.strip())
+    run, texts = bundled_candidates("dl19-passage")
+    rerank_pairs = [(queries[q], texts[h.docid]) for q, hits in run.items() for h in hits]
+    if small:
+        rerank_pairs = rerank_pairs[:64]
+    name = torch.cuda.get_device_name(0) if bench.on_gpu else platform.processor() or platform.machine()
+    peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+    rows = []
+    with kernels_for(device):
+        for model_name in models:
+            _bench_model(bench, model_name, configs[model_name], tokenizers, steps_pairs, rerank_pairs, small, steps,
+                         peak, workloads, rows)
+    return {"date": datetime.date.today().isoformat(), "device": name, "kernels": kernel_info(), "small": small,
+            "steps": steps, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows}
+
+
+def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, rerank_pairs, small, steps, peak,
+                 workloads, rows):
+    import torch
+
+    from .modeling.cross_encoder import MambaCrossEncoder
+
+    device = bench.device
+    tokenizer_name, config = model_config
+    torch.manual_seed(0)
+    model = MambaCrossEncoder.from_backbone_config(config, tokenizers[tokenizer_name]).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    info(f"{model_name}: {params / 1e6:.1f}M parameters")
+
+    def record(workload, config_name, result, flops_per_token):
+        mfu = flops_per_token * params * result["tokens_per_s"] / peak if peak else None
+        rows.append({"model": model_name, "params_m": round(params / 1e6, 1), "workload": workload,
+                     "config": config_name, **result, "peak_gib": bench.peak_gib(), "mfu": mfu})
+        info(f"  {workload:<12}{config_name:<10}{result['seq_per_s']:10.1f} seq/s"
+             f"{result['tokens_per_s']:12.0f} tok/s")
+
+    if "train" in workloads:
+        batches = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in steps_pairs]
+        for config_name in ("padded", "rounded", "bucketed"):
+            bench.reset()
+            record("train", config_name, bench.train(model, batches, config_name), 6)
+    if "rerank" in workloads:
+        bench.reset()
+        record("rerank", "sorted", bench.rerank(model, rerank_pairs), 2)
+    if "sweep" in workloads:
+        limit = getattr(config, "max_position_embeddings", None) or max(SWEEP)
+        for length in [n for n in (SWEEP if not small else SWEEP[:2]) if n <= limit]:
+            per_step = (SWEEP_TOKENS // 16 if small else SWEEP_TOKENS) // length // 8 * 8
+            ids = torch.randint(5, 1000, (steps + 2, max(8, per_step), length))
+            batches = [[{"input_ids": row.tolist()} for row in step] for step in ids]
+            bench.reset()
+            try:
+                record(f"sweep-{length}", "uniform", bench.train(model, batches, "padded"), 6)
+            except torch.OutOfMemoryError:
+                info(f"  sweep-{length}: out of memory")
+
+
+def summary(report: dict, ours: str = "mamba1-130m") -> dict:
+    """The headline: our Mamba-130M path (its best batching) over each baseline's best, realistic workload."""
+    def best(model, workload):
+        return max((r["seq_per_s"] for r in report["rows"] if r["model"] == model and r["workload"] == workload),
+                   default=None)
+
+    def ratio(model, workload):
+        mine, theirs = best(ours, workload), best(model, workload)
+        return round(mine / theirs, 3) if mine and theirs else None
+
+    paper = next((r["seq_per_s"] for r in report["rows"] if r["model"] == ours and r["workload"] == "train"
+                  and r["config"] == "padded"), None)
+    train = best(ours, "train")
+    return {"device": report["device"], "date": report["date"], "model": ours,
+            "train_ratio_vs_pythia": ratio("pythia-160m", "train"),
+            "rerank_ratio_vs_pythia": ratio("pythia-160m", "rerank"),
+            "train_ratio_vs_bert": ratio("bert-base", "train"), "rerank_ratio_vs_bert": ratio("bert-base", "rerank"),
+            "train_ratio_vs_paper_stack": round(train / paper, 3) if train and paper else None,
+            "train_seq_per_s": round(train, 1) if train else None}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Device: {report['device']}; {report['kernels']}; {report['date']}", "",
+             "| model | workload | batching | seq/s | real tokens/s | peak GiB | MFU |", "|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        peak = "—" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
+        mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        lines.append(f"| {r['model']} | {r['workload']} | {r['config']} | {r['seq_per_s']:.1f} | "
+                     f"{r['tokens_per_s']:,.0f} | {peak} | {mfu} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(report: dict, path: Path) -> bool:
+    """A bar chart of sequences/s per model and workload; False when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in report["rows"] if not r["workload"].startswith("sweep")]
+    labels = [f"{r['model']}\n{r['workload']} {r['config']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
+    ax.bar(range(len(rows)), [r["seq_per_s"] for r in rows])
+    ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("sequences / s")
+    ax.set_title(f"{report['device']}: training and reranking throughput")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--out", default="benchmarks/results", show_default=True, help="Directory for bench.{json,md,png}.")
+@click.option("--name", default="bench", show_default=True, help="File stem of the results.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--small/--full", default=None, help="Tiny 2-layer models [small on CPU, full on GPU].")
+@click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed training steps.")
+@click.option("--bucket-tokens", default=8192, show_default=True, type=click.IntRange(1),
+              help="Padded tokens per length bucket.")
+@click.option("--models", default="mamba1-130m,mamba2-130m,pythia-160m,bert-base", show_default=True)
+@click.option("--workloads", default="train,rerank,sweep", show_default=True)
+@handle_errors
+def main(out, name, device, small, steps, bucket_tokens, models, workloads):
+    """Measure training and reranking throughput; write JSON, Markdown and a chart."""
+    from ._io import atomic_write
+    from .modeling.base import resolve_device
+
+    device = resolve_device(device)
+    small = (not device.startswith("cuda")) if small is None else small
+    chosen = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = set(chosen) - set(model_configs(True))
+    if unknown:
+        raise ValueError(f"unknown model {sorted(unknown)[0]!r}; choose from {', '.join(model_configs(True))}")
+    report = run_bench(device, small, steps, bucket_tokens, chosen, [w.strip() for w in workloads.split(",")])
+    out = Path(out)
+    with atomic_write(out / f"{name}.json") as f:
+        json.dump(report, f, indent=2)
+    with atomic_write(out / f"{name}.md") as f:
+        f.write(markdown(report))
+    drawn = chart(report, out / f"{name}.png")
+    if device.startswith("cuda") and not small:
+        with atomic_write(out / "summary.json") as f:
+            json.dump(summary(report), f, indent=2)
+    info(f"results written to {out}/{name}.json, .md{', .png' if drawn else ''}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""The throughput benchmark's small CPU configuration: every workload runs and its numbers are written."""
+import json
+
+from click.testing import CliRunner
+
+from mamba_pyserini.bench import main, training_steps
+
+
+def test_training_steps_are_real_queries_times_candidate_passages():
+    steps = training_steps(2, seed=1)
+    assert len(steps) == 2 and all(len(s) == 64 for s in steps)
+    assert len({q for q, _ in steps[0]}) == 8 and steps == training_steps(2, seed=1)
+
+
+def test_small_bench_writes_json_markdown_and_chart(tmp_path):
+    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--steps", "1", "--models", "mamba1-130m,bert-base",
+                                       "--workloads", "train,rerank,sweep", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["small"] and report["device"]
+    got = {(r["model"], r["workload"], r["config"]) for r in report["rows"]}
+    for model in ("mamba1-130m", "bert-base"):
+        assert {(model, "train", "padded"), (model, "train", "rounded"), (model, "train", "bucketed"), (model, "rerank", "sorted"),
+                (model, "sweep-128", "uniform")} <= got
+    assert all(r["seq_per_s"] > 0 and r["tokens_per_s"] > 0 for r in report["rows"])
+    table = (tmp_path / "bench.md").read_text()
+    assert table.count("| mamba1-130m |") == 6 and (tmp_path / "bench.png").stat().st_size > 0
+
+
+def test_unknown_model_is_bad_input(tmp_path):
+    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--models", "gpt-5"])
+    assert result.exit_code == 2 and "unknown model 'gpt-5'" in result.output
+
+
+def test_summary_is_our_best_batching_over_each_baselines_best():
+    from mamba_pyserini.bench import summary
+
+    rows = [("mamba1-130m", "train", "padded", 400.0), ("mamba1-130m", "train", "bucketed", 500.0),
+            ("mamba1-130m", "rerank", "sorted", 2000.0), ("pythia-160m", "train", "padded", 250.0),
+            ("pythia-160m", "train", "rounded", 1000.0), ("pythia-160m", "rerank", "sorted", 1000.0),
+            ("bert-base", "train", "padded", 500.0), ("bert-base", "rerank", "sorted", 4000.0)]
+    report = {"device": "gpu", "date": "d", "rows": [
+        {"model": m, "workload": w, "config": c, "seq_per_s": v} for m, w, c, v in rows]}
+    s = summary(report)
+    assert (s["train_ratio_vs_pythia"], s["rerank_ratio_vs_pythia"]) == (0.5, 2.0)
+    assert (s["train_ratio_vs_bert"], s["rerank_ratio_vs_bert"]) == (1.0, 0.5)
+    assert s["train_ratio_vs_paper_stack"] == 1.25 and s["train_seq_per_s"] == 500.0
