@@ -100,7 +100,7 @@ class Bench:
                     batch = {k: v.to(self.device, non_blocking=True)
                              for k, v in model.collate([features[j] for j in idx], multiple).items()}
                     parts.append((idx, model(**batch).float()))
-                    tokens += int(batch["attention_mask"].sum())
+                    tokens += sum(len(features[j]["input_ids"]) for j in idx)  # counted on the host: no sync
                 scores = torch.zeros(len(features), device=self.device)
                 for idx, part in parts:
                     scores = scores.index_add(0, torch.tensor(idx, device=self.device), part)
