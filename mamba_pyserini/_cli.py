@@ -38,5 +38,14 @@ def handle_errors(command):
     return wrapper
 
 
+def option_group(*options):
+    """One decorator applying click options (or other decorators) in the order written."""
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
 def info(message: str) -> None:
     click.echo(message, err=True)

@@ -13,7 +13,6 @@ training, 2 x for inference, over the GPU's dense bf16 peak)."""
 from __future__ import annotations
 
 import datetime
-import gzip
 import json
 import platform
 import random
@@ -56,9 +55,9 @@ def model_configs(small: bool) -> dict[str, tuple[str, object]]:
 def training_steps(n_steps: int, seed: int = 0) -> list[list[tuple[str, str]]]:
     """Each step: 8 real training queries x 8 bundled candidate passages, as (query, passage) pairs."""
     from .candidates import bundled_candidates
+    from .corpus import read_collection
 
-    with gzip.open(QUERIES, "rt", encoding="utf-8") as f:
-        queries = [line.rstrip("\n").split("\t", 1)[1] for line in f if "\t" in line]
+    queries = list(read_collection(QUERIES).values())
     passages = sorted(bundled_candidates("dl19-passage")[1].values())
     rng = random.Random(seed)
     return [[(q, p) for q in rng.sample(queries, 8) for p in rng.sample(passages, 8)] for _ in range(n_steps)]
@@ -144,14 +143,14 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
 
     from ._kernels import kernel_info, kernels_for
     from .candidates import bundled_candidates
+    from .corpus import read_collection
     from .topics import TOPICS_DIR
 
     bench = Bench(device, steps, bucket_tokens)
     configs = model_configs(small)
     tokenizers = {k: AutoTokenizer.from_pretrained(FIXTURES / v) for k, v in TOKENIZERS.items()}
     steps_pairs = training_steps(steps + 2)
-    with open(TOPICS_DIR / "topics.dl19-passage.txt", encoding="utf-8") as f:  # TSV: no JVM on a GPU machine
-        queries = dict(line.rstrip("\n").split("\t", 1) for line in f if line.strip())
+    queries = read_collection(TOPICS_DIR / "topics.dl19-passage.txt")  # id<TAB>text, read without the JVM
     run, texts = bundled_candidates("dl19-passage")
     rerank_pairs = [(queries[q], texts[h.docid]) for q, hits in run.items() for h in hits]
     if small:

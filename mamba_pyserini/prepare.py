@@ -21,6 +21,8 @@ import click
 
 from ._cli import handle_errors, info
 from ._io import atomic_write
+from .corpus import read_collection
+from .runs import read_qrels
 
 URL_BASE = "https://msmarco.z22.web.core.windows.net/msmarcoranking"
 DATASETS = {
@@ -66,8 +68,8 @@ def prepare(dataset: str, output: str | Path, train_queries: int = 100_000, seed
         else:
             with gzip.open(archive, "rb") as src, atomic_write(output / target, "wb") as f:
                 shutil.copyfileobj(src, f, length=1 << 20)
-    judged = sorted({line.split()[0] for line in open(output / "qrels.train.tsv", encoding="utf-8") if line.strip()})
-    queries = dict(line.rstrip("\n").split("\t", 1) for line in open(output / "queries.train.tsv", encoding="utf-8"))
+    judged = sorted(read_qrels(output / "qrels.train.tsv"))
+    queries = read_collection(output / "queries.train.tsv")
     pool = [q for q in judged if q in queries]
     sample = sorted(random.Random(seed).sample(pool, min(train_queries, len(pool))), key=lambda q: (len(q), q))
     with atomic_write(output / "queries.train.sample.tsv") as f:

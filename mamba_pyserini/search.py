@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from ._cli import BadInput, handle_errors, info
+from ._cli import BadInput, handle_errors, info, option_group
 from .topics import READERS
 
 RUNS_DIR = Path("runs")
@@ -19,23 +19,14 @@ def _model_name(reranker: str) -> str:
     return Path(reranker.rstrip("/")).name if os.path.isdir(reranker) else reranker.replace("/", "--")
 
 
-def _options(*options):
-    """Apply click options in the order written."""
-    def decorate(command):
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return decorate
-
-
-topic_options = _options(
+topic_options = option_group(
     click.option("--topics", required=True,
                  help="Topic name as Pyserini spells it (dl19-passage, dl20-passage, dl19-doc, msmarco-passage-dev-subset, "
                       "...), an alias (dl19, dl20), or a topic file."),
     click.option("--topic-reader", type=click.Choice(READERS), help="Anserini topic reader for a topic file [guessed]."),
     click.option("--qrels", help="Qrels file for metrics (topic names bring their own)."),
 )
-rerank_options = _options(
+rerank_options = option_group(
     click.option("--reranker", help="Cross-encoder (or bi-encoder) checkpoint directory or hub id; 'none' for no "
                                     "reranking."),
     click.option("--rerank-depth", default=100, show_default=True, type=click.IntRange(1),
@@ -50,7 +41,7 @@ rerank_options = _options(
     click.option("--max-length", type=click.IntRange(8), help="Override the checkpoint's max length in tokens."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
 )
-output_options = _options(
+output_options = option_group(
     click.option("--output", help="Run file [runs/run.{collection}.{condition}.{topics}.txt]."),
     click.option("--output-format", default="trec", show_default=True, type=click.Choice(["trec", "msmarco"])),
     click.option("--run-tag", help="Run tag (TREC format) [the condition name]."),

@@ -3,11 +3,9 @@
 Runs on one GPU, on CPU, or under ``torchrun --nproc_per_node N`` (DistributedDataParallel)."""
 from __future__ import annotations
 
-import functools
-
 import click
 
-from ._cli import handle_errors, info
+from ._cli import handle_errors, info, option_group
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -17,56 +15,51 @@ def main():
     """Train Mamba (or transformer) rerankers and encoders with the RankMamba recipe."""
 
 
-def _data_options(command):
-    options = [
-        click.option("--data", required=True, help="Training groups: FlagEmbedding JSONL ({query, pos, neg[, pos_scores, "
-                                                   "neg_scores]}), or TSV triples of texts or (with --collection and "
-                                                   "--queries) of ids."),
-        click.option("--collection", help="Passages for id triples: JSONL {id, contents} or TSV id<TAB>text."),
-        click.option("--queries", help="Queries for id triples: TSV qid<TAB>query."),
-    ]
-    return functools.reduce(lambda c, o: o(c), reversed(options), command)
+_data_options = option_group(
+    click.option("--data", required=True, help="Training groups: FlagEmbedding JSONL ({query, pos, neg[, pos_scores, "
+                                               "neg_scores]}), or TSV triples of texts or (with --collection and "
+                                               "--queries) of ids."),
+    click.option("--collection", help="Passages for id triples: JSONL {id, contents} or TSV id<TAB>text."),
+    click.option("--queries", help="Queries for id triples: TSV qid<TAB>query."),
+)
 
 
 def _training_options(loss_choices, loss_default, temperature_default):
-    def decorate(command):
-        options = [
-            click.option("--model", required=True, help="Start from: a hub id or directory (a plain backbone such as "
-                                                        "state-spaces/mamba-130m-hf, or a saved model of this kind)."),
-            click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
-                         help="'random': only the model's config and tokenizer, with fresh weights."),
-            _data_options,
-            click.option("--output", required=True, help="Directory for the final model, checkpoints and the log."),
-            click.option("--loss", type=click.Choice(loss_choices), default=loss_default, show_default=True,
-                         help="margin-mse and kl distil the teacher scores in --data."),
-            click.option("--group-size", default=8, show_default=True, help="1 positive + N-1 negatives per query."),
-            click.option("--queries-per-step", default=8, show_default=True, help="Queries per micro-batch and process."),
-            click.option("--accumulation-steps", default=1, show_default=True, help="Micro-batches per optimizer step."),
-            click.option("--lr", "learning_rate", default=2e-5, show_default=True),
-            click.option("--warmup-steps", default=1000, show_default=True, help="Linear warm-up, then linear decay."),
-            click.option("--weight-decay", default=0.01, show_default=True),
-            click.option("--max-grad-norm", type=float, help="Clip gradients to this norm."),
-            click.option("--epochs", default=1.0, show_default=True),
-            click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs)."),
-            click.option("--temperature", default=temperature_default, show_default=True),
-            click.option("--max-length", type=click.IntRange(8), help="Max tokens per sequence [the model's, or 512]."),
-            click.option("--save-steps", default=1000, show_default=True, help="Checkpoint every N steps."),
-            click.option("--save-total-limit", default=2, show_default=True, help="Checkpoints kept."),
-            click.option("--log-steps", default=10, show_default=True),
-            click.option("--seed", default=42, show_default=True),
-            click.option("--lora", is_flag=True, help="Train LoRA adapters (merged into the saved model)."),
-            click.option("--lora-r", default=64, show_default=True),
-            click.option("--lora-alpha", default=128, show_default=True),
-            click.option("--lora-targets", default="in_proj,x_proj,embeddings", show_default=True,
-                         help="Comma-separated module names (peft refuses out_proj on Mamba models)."),
-            click.option("--no-bf16", is_flag=True, help="fp32 on GPU."),
-            click.option("--device", default="auto", show_default=True),
-            click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --output."),
-            click.option("--stop-after-steps", type=click.IntRange(1),
-                         help="Stop (with a checkpoint) after N steps of this session; --resume continues."),
-        ]
-        return functools.reduce(lambda c, o: o(c), reversed(options), command)
-    return decorate
+    return option_group(
+        click.option("--model", required=True, help="Start from: a hub id or directory (a plain backbone such as "
+                                                    "state-spaces/mamba-130m-hf, or a saved model of this kind)."),
+        click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
+                     help="'random': only the model's config and tokenizer, with fresh weights."),
+        _data_options,
+        click.option("--output", required=True, help="Directory for the final model, checkpoints and the log."),
+        click.option("--loss", type=click.Choice(loss_choices), default=loss_default, show_default=True,
+                     help="margin-mse and kl distil the teacher scores in --data."),
+        click.option("--group-size", default=8, show_default=True, help="1 positive + N-1 negatives per query."),
+        click.option("--queries-per-step", default=8, show_default=True, help="Queries per micro-batch and process."),
+        click.option("--accumulation-steps", default=1, show_default=True, help="Micro-batches per optimizer step."),
+        click.option("--lr", "learning_rate", default=2e-5, show_default=True),
+        click.option("--warmup-steps", default=1000, show_default=True, help="Linear warm-up, then linear decay."),
+        click.option("--weight-decay", default=0.01, show_default=True),
+        click.option("--max-grad-norm", type=float, help="Clip gradients to this norm."),
+        click.option("--epochs", default=1.0, show_default=True),
+        click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs)."),
+        click.option("--temperature", default=temperature_default, show_default=True),
+        click.option("--max-length", type=click.IntRange(8), help="Max tokens per sequence [the model's, or 512]."),
+        click.option("--save-steps", default=1000, show_default=True, help="Checkpoint every N steps."),
+        click.option("--save-total-limit", default=2, show_default=True, help="Checkpoints kept."),
+        click.option("--log-steps", default=10, show_default=True),
+        click.option("--seed", default=42, show_default=True),
+        click.option("--lora", is_flag=True, help="Train LoRA adapters (merged into the saved model)."),
+        click.option("--lora-r", default=64, show_default=True),
+        click.option("--lora-alpha", default=128, show_default=True),
+        click.option("--lora-targets", default="in_proj,x_proj,embeddings", show_default=True,
+                     help="Comma-separated module names (peft refuses out_proj on Mamba models)."),
+        click.option("--no-bf16", is_flag=True, help="fp32 on GPU."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --output."),
+        click.option("--stop-after-steps", type=click.IntRange(1),
+                     help="Stop (with a checkpoint) after N steps of this session; --resume continues."),
+    )
 
 
 def _train(model_class, model, init, data, collection, queries, output, max_length, lora_targets, no_bf16, device,
