@@ -14,8 +14,8 @@ from .runs import Hit, Run, sort_hits
 INDEX_FILE, DOCID_FILE, META_FILE = "index", "docid", "encoder.json"
 
 
-def check_faiss_index(path: str | os.PathLike) -> tuple[int, int]:
-    """(vectors, dimension) of a Pyserini-layout FAISS index directory; ValueError when it is not one or its docid
+def read_faiss_index(path: str | os.PathLike):
+    """(faiss index, docids) of a Pyserini-layout FAISS index directory; an error when it is not one or its docid
     file and vectors disagree."""
     import faiss
 
@@ -24,11 +24,11 @@ def check_faiss_index(path: str | os.PathLike) -> tuple[int, int]:
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path} is not a FAISS index directory: no {name} file")
     index = faiss.read_index(str(path / INDEX_FILE))
-    with open(path / DOCID_FILE, encoding="utf-8") as f:
-        docids = sum(1 for _ in f)
-    if docids != index.ntotal:
-        raise ValueError(f"{path}: the docid file lists {docids} documents but the index holds {index.ntotal} vectors")
-    return index.ntotal, index.d
+    docids = (path / DOCID_FILE).read_text(encoding="utf-8").splitlines()
+    if len(docids) != index.ntotal:
+        raise ValueError(f"{path}: the docid file lists {len(docids)} documents but the index holds {index.ntotal} "
+                         "vectors")
+    return index, docids
 
 
 def write_faiss_index(vectors: np.ndarray, docids: list[str], output: str | os.PathLike, hnsw_m: int | None = None,
@@ -80,8 +80,7 @@ def encode_corpus(model, corpus: str | os.PathLike, output: str | os.PathLike, b
     size = -(-len(docs) // shard_num)
     docs = docs[shard_id * size:(shard_id + 1) * size]
     vectors = model.encode_documents([text for _, text in docs], batch_size=batch_size, device=device,
-                                     show_progress_bar=show_progress_bar) if docs else \
-        np.zeros((0, model.dimension), dtype=np.float32)
+                                     show_progress_bar=show_progress_bar)
     meta = {"corpus": str(Path(corpus).resolve()), "model": model.config.to_dict(), "shard": [shard_id, shard_num]}
     return write_faiss_index(vectors, [d for d, _ in docs], target, None if shard_num > 1 else hnsw_m, meta=meta,
                              overwrite=overwrite)
@@ -91,19 +90,16 @@ def merge_shards(output: str | os.PathLike, shard_num: int, hnsw_m: int | None =
     """Merge ``output/shard-*-of-NNN`` (in shard order) into one index at ``output`` and remove the shards."""
     import shutil
 
-    import faiss
-
     shards = [shard_dir(output, i, shard_num) for i in range(shard_num)]
     missing = [str(s) for s in shards if not s.is_dir()]
     if missing:
         raise FileNotFoundError(f"missing shard(s): {', '.join(missing)}")
-    vectors, docids, meta = [], [], {}
+    vectors, docids = [], []
     for shard in shards:
-        check_faiss_index(shard)
-        index = faiss.read_index(str(shard / INDEX_FILE))
+        index, ids = read_faiss_index(shard)
         vectors.append(index.reconstruct_n(0, index.ntotal))
-        docids += (shard / DOCID_FILE).read_text(encoding="utf-8").split()
-        meta = json.loads((shard / META_FILE).read_text())
+        docids += ids
+    meta = json.loads((shards[-1] / META_FILE).read_text())
     meta["shard"] = [0, 1]
     output = Path(output)
     staged = output.with_name(output.name + ".merged")
@@ -142,7 +138,7 @@ class DenseSearcher:
     """Pyserini's ``FaissSearcher`` over one of our indexes, with queries encoded by a MambaBiEncoder."""
 
     def __init__(self, model, index_dir: str | os.PathLike, device: str | None = None, batch_size: int = 64):
-        check_faiss_index(index_dir)
+        read_faiss_index(index_dir)  # a one-line error here, not FaissSearcher's assertion
         encoder = query_encoder(model, batch_size, device)  # boots the JVM that pyserini.search needs
         from pyserini.search.faiss import FaissSearcher
 

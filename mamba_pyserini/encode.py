@@ -26,7 +26,7 @@ from ._cli import handle_errors, info
 def main(model, corpus, output, hnsw_m, batch_size, max_length, device, shard_id, shard_num, merge_shards,
          overwrite):
     """Encode CORPUS with a bi-encoder into a FAISS index that Pyserini's FaissSearcher loads."""
-    from .dense import check_faiss_index, encode_corpus
+    from .dense import encode_corpus, read_faiss_index
     from .dense import merge_shards as merge
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -54,8 +54,8 @@ def main(model, corpus, output, hnsw_m, batch_size, max_length, device, shard_id
         dist.barrier()
         dist.destroy_process_group()
     if shard_num == 1 or world > 1:
-        n, dim = check_faiss_index(output)
-        info(f"{n} documents x {dim} dimensions indexed in {output}")
+        index, _ = read_faiss_index(output)
+        info(f"{index.ntotal} documents x {index.d} dimensions indexed in {output}")
     else:
         info(f"shard {shard_id} of {shard_num} written to {written}; merge with --merge-shards")
 
