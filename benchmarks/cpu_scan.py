@@ -33,6 +33,27 @@ def timed(model, ids, backward: bool, repeats: int) -> float:
     return best
 
 
+def compare(module, name: str, scans: dict, measure) -> dict:
+    """``measure()`` with each of ``scans`` bound as ``module.name`` in turn, and transformers' time over ours."""
+    original, results = getattr(module, name), {}
+    for label, fn in scans.items():
+        setattr(module, name, fn)
+        try:
+            results[label] = measure()
+        finally:
+            setattr(module, name, original)
+    return {"results": results, **{f"ratio_{k.removesuffix('_s')}": results["transformers"][k] / results["ours"][k]
+                                   for k in results["ours"]}}
+
+
+def write(path: str, report: dict) -> None:
+    report = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+              "threads": torch.get_num_threads(), "torch": torch.__version__, **report}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
@@ -45,26 +66,10 @@ def main():
     model = MambaModel(config).train()
     ids = torch.randint(0, 1000, (a.batch, a.length))
     scans = {"transformers": inspect.unwrap(modeling_mamba.mamba_selective_scan), "ours": selective_scan}
-    original = modeling_mamba.mamba_selective_scan
-    results = {}
-    for name, fn in scans.items():
-        modeling_mamba.mamba_selective_scan = fn
-        try:
-            results[name] = {"forward_s": timed(model, ids, False, a.repeats),
-                             "forward_backward_s": timed(model, ids, True, a.repeats)}
-        finally:
-            modeling_mamba.mamba_selective_scan = original
-    report = {
-        "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
-        "model": "Mamba-1, 4 layers, d 256, state 16 (random init)", "batch": a.batch, "length": a.length,
-        "results": results,
-        "ratio_forward_backward": results["transformers"]["forward_backward_s"] / results["ours"]["forward_backward_s"],
-        "ratio_forward": results["transformers"]["forward_s"] / results["ours"]["forward_s"],
-    }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    measured = compare(modeling_mamba, "mamba_selective_scan", scans, lambda: {
+        "forward_s": timed(model, ids, False, a.repeats), "forward_backward_s": timed(model, ids, True, a.repeats)})
+    write(a.out, {"model": "Mamba-1, 4 layers, d 256, state 16 (random init)", "batch": a.batch, "length": a.length,
+                  **measured})
 
 
 if __name__ == "__main__":

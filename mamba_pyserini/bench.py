@@ -24,7 +24,7 @@ import click
 from ._cli import handle_errors, info
 from .topics import COLLECTIONS
 
-QUERIES = COLLECTIONS / "bench" / "msmarco-passage.train.sample10k-1.tsv.gz"
+QUERIES = COLLECTIONS / "msmarco-train" / "msmarco-passage.train.sample10k-1.tsv.gz"
 TOKENIZERS = {"neox": "gpt-neox-20b-tokenizer", "bert": "bert-base-uncased-tokenizer"}
 FIXTURES = COLLECTIONS.parent / "tests" / "fixtures"
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s

@@ -1,5 +1,7 @@
 import importlib
 
+import pytest
+
 from mamba_pyserini import kernel_info
 from mamba_pyserini._kernels import MAMBA_MODULES, kernel_path, kernels_for
 
@@ -63,4 +65,52 @@ def test_cpu_kernel_path_uses_our_scan_inside_a_mamba_model():
         assert modeling_mamba.mamba_selective_scan is selective_scan
         ours = model(ids).last_hidden_state
     assert modeling_mamba.mamba_selective_scan is not selective_scan  # restored: transformers' own scan again
+    torch.testing.assert_close(ours, model(ids).last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("length, groups, initial", [(50, 1, False), (64, 2, True), (7, 1, True)])
+def test_our_mamba2_chunk_scan_matches_transformers_reference_in_values_and_gradients(length, groups, initial):
+    import inspect
+
+    import torch
+    import transformers.models.mamba2.modeling_mamba2 as modeling_mamba2
+
+    from mamba_pyserini.modeling.ssd import chunk_scan
+
+    reference = inspect.unwrap(modeling_mamba2.mamba2_chunk_scan)
+    b, h, p, n = 2, 4, 8, 6
+
+    def run(fn):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(b, length, h, p, generator=g, requires_grad=True)
+        dt = torch.randn(b, length, h, generator=g, requires_grad=True)
+        A = (-3 * torch.rand(h, generator=g)).requires_grad_()
+        B, C = (torch.randn(b, length, groups, n, generator=g, requires_grad=True) for _ in range(2))
+        D, bias = (torch.randn(h, generator=g, requires_grad=True) for _ in range(2))
+        state = torch.randn(b, h, p, n, generator=g, requires_grad=True) if initial else None
+        out, last = fn(x, dt, A, B, C, 16, D=D, dt_bias=bias, initial_states=state, dt_softplus=True,
+                       return_final_states=True)
+        (out.square().sum() + last.sum()).backward()
+        return [out, last] + [t.grad for t in (x, dt, A, B, C, D, bias) + ((state,) if initial else ())]
+
+    for ours, theirs in zip(run(chunk_scan), run(reference)):
+        torch.testing.assert_close(ours, theirs, rtol=2e-3, atol=2e-3)  # fp32 sums in another order
+
+
+def test_cpu_kernel_path_uses_our_chunk_scan_inside_a_mamba2_model():
+    import torch
+    import transformers.models.mamba2.modeling_mamba2 as modeling_mamba2
+    from transformers import Mamba2Config, Mamba2Model
+
+    from mamba_pyserini.modeling.ssd import chunk_scan
+
+    torch.manual_seed(0)
+    config = Mamba2Config(vocab_size=50, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2, head_dim=16,
+                          num_heads=4, n_groups=1, chunk_size=8)
+    model = Mamba2Model(config).eval()
+    ids = torch.randint(0, 50, (2, 21))
+    with kernels_for("cpu"):
+        assert modeling_mamba2.mamba2_chunk_scan is chunk_scan
+        ours = model(ids).last_hidden_state
+    assert modeling_mamba2.mamba2_chunk_scan is not chunk_scan
     torch.testing.assert_close(ours, model(ids).last_hidden_state, rtol=1e-4, atol=1e-5)

