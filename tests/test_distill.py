@@ -107,3 +107,43 @@ def _weights(path):
     from safetensors.torch import load_file
 
     return load_file(path / "model.safetensors")
+
+
+def test_a_bi_encoder_learns_to_regress_its_teachers_vectors(tmp_path, minilm, small_pool):
+    from mamba_pyserini.modeling.bi_encoder import MambaBiEncoder
+    from mamba_pyserini.training.data import Group
+    from mamba_pyserini.training.distill import init_student
+    from mamba_pyserini.training.trainer import Trainer, TrainingArguments
+
+    teacher = load_model(minilm, kind="bi-encoder")
+    passages = list(read_collection(small_pool).values())[:16]
+    queries = list(read_collection(QUERIES).values())[:4]
+    groups = [Group(q, passages[i:i + 1], passages[i + 1:i + 4], [0.5], [0.4, 0.3, 0.2])
+              for i, q in enumerate(queries)]
+    texts = queries + passages[:7]
+    target = teacher.encode(texts, device="cpu")
+
+    def trained(with_teacher: bool):
+        backbone, tokenizer = init_student(str(minilm), "mamba2", layers=1)
+        student = MambaBiEncoder.from_backbone(backbone, tokenizer, pooling="mean", normalize=True, max_length=64)
+        args = TrainingArguments(str(tmp_path / str(with_teacher)), loss="kl", group_size=4, queries_per_step=4,
+                                 max_steps=20, warmup_steps=1, learning_rate=3e-3, temperature=0.05, device="cpu",
+                                 show_progress_bar=False)
+        if with_teacher:
+            before = float(np.mean(1 - (student.encode(texts, device="cpu") * target).sum(1)))
+        Trainer(student, groups, args, teacher=teacher if with_teacher else None).train()
+        after = float(np.mean(1 - (student.encode(texts, device="cpu") * target).sum(1)))
+        return (before, after) if with_teacher else after
+
+    (before, with_teacher), without = trained(True), trained(False)
+    assert with_teacher < before and with_teacher < without - 0.05
+
+
+def test_only_a_bi_encoder_regresses_a_teachers_vectors(tmp_path, minilm, tiny_checkpoints):
+    from mamba_pyserini.training.data import Group
+    from mamba_pyserini.training.trainer import Trainer, TrainingArguments
+
+    group = Group("q", ["p"], ["n"], [1.0], [0.0])
+    with pytest.raises(ValueError, match="teacher's vectors"):
+        Trainer(load_model(tiny_checkpoints["mamba"]), [group], TrainingArguments(str(tmp_path), group_size=2),
+                teacher=load_model(minilm, kind="bi-encoder"))

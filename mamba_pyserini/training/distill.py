@@ -115,10 +115,11 @@ class Recipe:
     bi_queries_per_step: int = 32
     cross_queries_per_step: int = 16
     group_size: int = 8
-    bi_learning_rate: float = 5e-4
+    bi_learning_rate: float = 2e-4
     cross_learning_rate: float = 3e-4
     warmup_steps: int = 300
     temperature: float = 0.05
+    embedding_weight: float = 1.0  # the bi-encoder also regresses the teacher's vectors (cosine distance)
     max_length: int = 256
     seed: int = 42
 
@@ -146,9 +147,9 @@ def build_groups(output: Path, teacher: str, queries: list[str], passages: list[
 def distill(teacher: str, queries: list[str], passages: list[str], output: str | Path, recipe: Recipe,
             device: str | None = None, resume: bool = False) -> dict[str, Path]:
     """Run the recipe into ``output``: ``bi-encoder/`` (teacher's word embeddings, listwise KL over the teacher's
-    groups, mean pooling, cosine) then ``cross-encoder/`` (the bi-encoder's backbone, a fresh head, the same loss).
+    groups plus the cosine distance to the teacher's vectors of the same texts, mean pooling, cosine) then ``cross-encoder/`` (the bi-encoder's backbone, a fresh head, the same loss).
     A stage whose model is already there is skipped; ``resume`` continues a stage from its latest checkpoint."""
-    from ..modeling.base import SAFETENSORS
+    from ..modeling.base import SAFETENSORS, load_model
     from ..modeling.bi_encoder import MambaBiEncoder
     from ..modeling.cross_encoder import MambaCrossEncoder
     from .trainer import Trainer, TrainingArguments
@@ -166,8 +167,10 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
         model = MambaBiEncoder.from_backbone(backbone, tokenizer, pooling="mean", normalize=True,
                                              max_length=recipe.max_length)
         args = TrainingArguments(str(stages["bi-encoder"]), queries_per_step=recipe.bi_queries_per_step,
-                                 learning_rate=recipe.bi_learning_rate, max_steps=recipe.bi_steps, **common)
-        Trainer(model, groups, args).train(resume=resume)
+                                 learning_rate=recipe.bi_learning_rate, max_steps=recipe.bi_steps,
+                                 embedding_weight=recipe.embedding_weight, **common)
+        teacher_model = load_model(teacher, kind="bi-encoder") if recipe.embedding_weight > 0 else None
+        Trainer(model, groups, args, teacher=teacher_model).train(resume=resume)
         _to_fp16(stages["bi-encoder"])
     if not (stages["cross-encoder"] / SAFETENSORS).is_file():
         model = MambaCrossEncoder.from_backbone_of(stages["bi-encoder"], max_length=recipe.max_length)

@@ -52,6 +52,7 @@ class TrainingArguments:
     max_steps: int | None = None
     temperature: float = 1.0  # KL temperature; bi-encoders also divide similarities by it
     in_batch_negatives: bool = True  # bi-encoders: other queries' passages are negatives too
+    embedding_weight: float = 1.0  # bi-encoders with a teacher: weight of the cosine distance to its vectors
     save_steps: int = 1000
     save_total_limit: int = 2
     log_steps: int = 10
@@ -77,7 +78,8 @@ class Trainer:
     final model (``save_pretrained`` form) to ``output_dir``, checkpoints under ``output_dir/checkpoints`` and a JSONL
     log of loss, learning rate and tokens/s."""
 
-    def __init__(self, model: RankingModel, groups: list[Group], args: TrainingArguments):
+    def __init__(self, model: RankingModel, groups: list[Group], args: TrainingArguments,
+                 teacher: RankingModel | None = None):
         losses = LOSSES if model.KIND == "cross-encoder" else BI_LOSSES
         args = dataclasses.replace(args, loss=args.loss or losses[0])
         if args.loss not in losses:
@@ -86,7 +88,9 @@ class Trainer:
             raise ValueError(f"the {args.loss} loss needs teacher scores for every group (see `train score-teacher`)")
         if not groups:
             raise ValueError("no training groups")
-        self.model, self.groups, self.args = model, groups, args
+        if teacher is not None and (model.KIND, teacher.KIND) != ("bi-encoder", "bi-encoder"):
+            raise ValueError("a teacher's vectors can only be regressed by a bi-encoder from a bi-encoder")
+        self.model, self.groups, self.args, self.teacher = model, groups, args, teacher
         self.output = Path(args.output_dir)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.device = resolve_device(args.device)
@@ -129,17 +133,30 @@ class Trainer:
         sizes = int(batch["attention_mask"].sum()), len(features)
         if self.model.KIND == "cross-encoder":
             return ranking_loss(a.loss, out.view(n, a.group_size), teacher, a.temperature), *sizes
+        loss = self._embedding_loss(out.float(), queries, docs) if self.teacher is not None else 0.0
         q, d = out[:n].float(), out[n:].float()
         own = (q[:, None, :] * d.view(n, a.group_size, -1)).sum(-1)  # (Q, G)
         if a.loss == "margin-mse":
-            return ranking_loss(a.loss, own, teacher), *sizes
+            return loss + ranking_loss(a.loss, own, teacher), *sizes
         if a.loss == "kl":
-            return ranking_loss(a.loss, own, teacher, a.temperature), *sizes
+            return loss + ranking_loss(a.loss, own, teacher, a.temperature), *sizes
         if not a.in_batch_negatives:
-            return ranking_loss("ce", own / a.temperature, None), *sizes
+            return loss + ranking_loss("ce", own / a.temperature, None), *sizes
         scores = q @ d.T / a.temperature  # (Q, Q*G): every passage of the micro-batch competes
         labels = torch.arange(n, device=self.device) * a.group_size
-        return torch.nn.functional.cross_entropy(scores, labels), *sizes
+        return loss + torch.nn.functional.cross_entropy(scores, labels), *sizes
+
+    @torch.no_grad()
+    def _embedding_loss(self, vectors: torch.Tensor, queries: list[str], docs: list[str]) -> torch.Tensor:
+        """Mean cosine distance between the student's vectors and the teacher's for the same texts, weighted."""
+        t = self.teacher
+        features = t.tokenize(queries, True) + t.tokenize(docs, False)
+        batch = {k: v.to(self.device) for k, v in t.collate(features, 8 if self.on_gpu else 1).items()}
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and self.args.bf16):
+            target = t(**batch).float()
+        with torch.enable_grad():
+            cosine = torch.nn.functional.cosine_similarity(vectors, target, dim=-1)
+            return self.args.embedding_weight * (1 - cosine).mean()
 
     # -- the loop --------------------------------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_after: int | None = None) -> list[dict]:
@@ -155,6 +172,8 @@ class Trainer:
         if a.lora:
             self._wrap_lora()
         self.model.to(self.device).train()
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval().requires_grad_(False)
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=a.learning_rate, weight_decay=a.weight_decay,
                                       fused=self.on_gpu or None)
