@@ -47,9 +47,9 @@ MAMBA_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.model
 def _reference_overrides() -> dict[str, object]:
     """Our PyTorch replacements for transformers' reference functions, by name."""
     from .modeling.scan import selective_scan
-    from .modeling.ssd import chunk_scan
+    from .modeling.ssd import causal_conv1d, chunk_scan
 
-    return {"mamba_selective_scan": selective_scan, "mamba2_chunk_scan": chunk_scan}
+    return {"mamba_selective_scan": selective_scan, "mamba2_chunk_scan": chunk_scan, "causal_conv1d_fn": causal_conv1d}
 
 
 @contextlib.contextmanager

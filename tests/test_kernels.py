@@ -114,3 +114,51 @@ def test_cpu_kernel_path_uses_our_chunk_scan_inside_a_mamba2_model():
         ours = model(ids).last_hidden_state
     assert modeling_mamba2.mamba2_chunk_scan is not chunk_scan
     torch.testing.assert_close(ours, model(ids).last_hidden_state, rtol=1e-4, atol=1e-5)
+
+
+def _packed(lengths, *shape, generator):
+    import torch
+
+    return torch.randn(1, sum(lengths), *shape, generator=generator)
+
+
+@pytest.mark.parametrize("lengths", [[5, 9, 3], [16, 16], [1, 20, 7, 2]])
+def test_a_packed_row_scans_each_sequence_as_if_alone(lengths):
+    """seq_idx keeps packed sequences apart in our chunk scan and causal conv, as in mamba_ssm's kernels."""
+    import torch
+
+    from mamba_pyserini.modeling.ssd import causal_conv1d, chunk_scan
+
+    g = torch.Generator().manual_seed(0)
+    h, p, n, d = 2, 4, 3, 6
+    x, dt = _packed(lengths, h, p, generator=g), _packed(lengths, h, generator=g)
+    B, C = _packed(lengths, 1, n, generator=g), _packed(lengths, 1, n, generator=g)
+    conv_in = _packed(lengths, d, generator=g).transpose(1, 2)
+    weight, bias = torch.randn(d, 4, generator=g), torch.randn(d, generator=g)
+    A, D = -torch.rand(h, generator=g), torch.randn(h, generator=g)
+    seq_idx = torch.cat([torch.full((n_,), i) for i, n_ in enumerate(lengths)])[None].int()
+    packed, _ = chunk_scan(x, dt, A, B, C, 8, D=D, dt_softplus=True, seq_idx=seq_idx, return_final_states=True)
+    conv = causal_conv1d(conv_in, weight, bias, "silu", seq_idx=seq_idx)
+    start = 0
+    for length in lengths:
+        part = slice(start, start + length)
+        alone = chunk_scan(x[:, part], dt[:, part], A, B[:, part], C[:, part], 8, D=D, dt_softplus=True)
+        torch.testing.assert_close(packed[:, part], alone, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(conv[..., part], causal_conv1d(conv_in[..., part], weight, bias, "silu"))
+        start += length
+
+
+def test_a_packed_mamba2_model_on_the_fallback_path_matches_separate_sequences():
+    import torch
+    from transformers import Mamba2Config, Mamba2Model
+
+    torch.manual_seed(0)
+    config = Mamba2Config(vocab_size=50, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2, head_dim=16,
+                          num_heads=4, n_groups=1, chunk_size=8)
+    model = Mamba2Model(config).eval()
+    parts = [torch.randint(0, 50, (1, n)) for n in (6, 13, 4)]
+    seq_idx = torch.cat([torch.full((p.shape[1],), i) for i, p in enumerate(parts)])[None].int()
+    with kernels_for("cpu"), torch.no_grad():
+        packed = model(torch.cat(parts, dim=1), seq_idx=seq_idx).last_hidden_state
+        alone = torch.cat([model(p).last_hidden_state for p in parts], dim=1)
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)

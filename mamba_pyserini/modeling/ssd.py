@@ -11,9 +11,10 @@ import torch.nn.functional as F
 
 
 def chunk_scan(hidden_states, dt, A, B, C, chunk_size, D=None, dt_bias=None, initial_states=None, dt_softplus=False,
-               dt_limit=(0.0, float("inf")), return_final_states=False, **kwargs):
+               dt_limit=(0.0, float("inf")), return_final_states=False, seq_idx=None, **kwargs):
     """hidden_states: (b, l, h, p); dt: (b, l, h); A, D, dt_bias: (h,); B, C: (b, l, g, n); initial_states:
-    (b, h, p, n). Returns y (b, l, h, p) [and the final state]."""
+    (b, h, p, n); seq_idx: (b, l) ids of the sequences packed into each row (non-decreasing), whose states do not
+    mix (as mamba_ssm's). Returns y (b, l, h, p) [and the final state]."""
     b, length, h, p = hidden_states.shape
     g, n = B.shape[2], B.shape[3]
     if dt_bias is not None:
@@ -36,13 +37,23 @@ def chunk_scan(hidden_states, dt, A, B, C, chunk_size, D=None, dt_bias=None, ini
     Cc = chunks(C.float()).permute(0, 1, 3, 2, 4)
     heads = lambda t: t.repeat_interleave(h // g, dim=2)  # noqa: E731  (b, c, g, ...) -> (b, c, h, ...)
 
+    # Packed rows: which positions share a sequence (padding continues the last one)
+    seq = chunks(seq_idx[..., None])[..., 0] if seq_idx is not None else None  # (b, c, T)
+    if seq is not None and pad:
+        seq[:, -1, chunk_size - pad:] = seq[:, -1, chunk_size - pad - 1:chunk_size - pad]
+    previous = torch.cat([seq[:, :1, :1], seq[:, :-1, -1:]], dim=1) if seq is not None else None  # (b, c, 1)
+
     # 1. Within chunks: y_i = sum_{j <= i} exp(cum_i - cum_j) (C_i . B_j) x_j dt_j
     causal = torch.ones(chunk_size, chunk_size, dtype=torch.bool, device=x.device).tril()
+    if seq is not None:
+        causal = causal & (seq[..., :, None] == seq[..., None, :])[:, :, None]  # (b, c, 1, T, T)
     decay = torch.exp((cum[..., :, None] - cum[..., None, :]).masked_fill(~causal, float("-inf")))  # (b,c,h,T,T)
     y = (heads(Cc @ Bc.transpose(-1, -2)) * decay) @ xdt  # (b, c, h, T, p)
 
     # 2. Each chunk's own contribution to the state at its end: sum_j exp(cum_T - cum_j) x_j dt_j B_j^T
     to_end = torch.exp(cum[..., -1:] - cum)  # (b, c, h, T)
+    if seq is not None:
+        to_end = to_end * (seq == seq[..., -1:])[:, :, None]  # only the chunk's last sequence reaches its end
     chunk_states = (xdt * to_end[..., None]).transpose(-1, -2) @ heads(Bc)  # (b, c, h, p, n)
 
     # 3. Between chunks: the state entering each chunk
@@ -50,16 +61,40 @@ def chunk_scan(hidden_states, dt, A, B, C, chunk_size, D=None, dt_bias=None, ini
              else torch.zeros(b, h, p, n, dtype=torch.float32, device=x.device))
     entering = []
     chunk_decay = torch.exp(cum[..., -1])  # (b, c, h)
+    if seq is not None:  # a state survives a chunk only if the chunk ends in the sequence it came from
+        chunk_decay = chunk_decay * (seq[..., -1] == previous[..., 0])[..., None]
     for k in range(c):
         entering.append(state)
         state = state * chunk_decay[:, k, :, None, None] + chunk_states[:, k]
     entering = torch.stack(entering, dim=1)  # (b, c, h, p, n)
 
     # 4. The entering state's share of each output: exp(cum_i) C_i . state
-    y = y + (heads(Cc) @ entering.transpose(-1, -2)) * torch.exp(cum)[..., None]
+    carried = torch.exp(cum)
+    if seq is not None:
+        carried = carried * (seq == previous)[:, :, None]
+    y = y + (heads(Cc) @ entering.transpose(-1, -2)) * carried[..., None]
     y = y.permute(0, 1, 3, 2, 4).reshape(b, c * chunk_size, h, p)[:, :length]
     if D is not None:
         y = y + x * D.float()[:, None]
     y = y.to(hidden_states.dtype)
     # the final state is after the last real token: padding has dt = 0 there, so it neither decays nor adds
     return (y, state) if return_final_states else y
+
+
+def causal_conv1d(hidden_states, weight, bias=None, activation=None, seq_idx=None, **kwargs):
+    """Depthwise causal convolution (b, d, l) -> (b, d, l) whose window does not reach back into the previous
+    sequence of a packed row (``seq_idx`` (b, l)); same signature as transformers' ``causal_conv1d_fn``."""
+    from transformers.activations import ACT2FN
+
+    width, length = weight.shape[-1], hidden_states.shape[-1]
+    x = hidden_states.to(weight.dtype)
+    if seq_idx is None:
+        out = F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=x.shape[1])[..., :length]
+    else:
+        out = x * weight[:, -1:] + (bias[:, None] if bias is not None else 0)
+        for shift in range(1, width):  # one term per tap, each masked where it crosses a sequence boundary
+            same = (seq_idx[:, shift:] == seq_idx[:, :-shift])[:, None]
+            out[..., shift:] = out[..., shift:] + x[..., :-shift] * weight[:, -1 - shift:width - shift] * same
+    if activation is not None:
+        out = ACT2FN[activation](out)
+    return out.to(hidden_states.dtype)
