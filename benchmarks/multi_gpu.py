@@ -78,7 +78,8 @@ def main():
     train = ["-m", "mamba_pyserini.train", "cross-encoder", "--model", str(work / "ce"), "--data",
              str(work / "groups.jsonl"), "--max-steps", str(a.steps), "--warmup-steps", "10", "--lr", "1e-4",
              "--log-steps", "1", "--save-steps", "100000"]
-    report = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "gpus": a.gpus, "torch": torch.__version__,
+    report = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", "gpus": a.gpus,
+              "torch": torch.__version__,
               "python": platform.python_version(), "date": time.strftime("%Y-%m-%d"), "env": MULTICAST_OFF}
     logs = {}
     for name, prefix, per_process in (("1gpu", [sys.executable], 8 * a.gpus), (f"{a.gpus}gpu", torchrun, 8)):

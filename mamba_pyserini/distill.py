@@ -1,5 +1,5 @@
 """``python -m mamba_pyserini.distill``: build a small bi-encoder and cross-encoder from a sentence-transformers
-teacher with no labels (the recipe of the bundled default models; see ``training/distill.py``)."""
+teacher with no labels (the recipe meant for the bundled default models; see ``training/distill.py``)."""
 from __future__ import annotations
 
 import dataclasses

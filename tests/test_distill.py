@@ -147,3 +147,12 @@ def test_only_a_bi_encoder_regresses_a_teachers_vectors(tmp_path, minilm, tiny_c
     with pytest.raises(ValueError, match="teacher's vectors"):
         Trainer(load_model(tiny_checkpoints["mamba"]), [group], TrainingArguments(str(tmp_path), group_size=2),
                 teacher=load_model(minilm, kind="bi-encoder"))
+
+
+def test_an_unknown_student_architecture_is_a_one_line_error_before_any_work(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "mamba_pyserini.distill", "--output", str(tmp_path / "out"),
+                             "--architecture", "gru"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["Error: unknown student architecture 'gru'; choose one of mamba2, "
+                                                  "mamba1, bert"]
+    assert not (tmp_path / "out").exists()

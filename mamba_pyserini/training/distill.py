@@ -59,7 +59,7 @@ def init_student(teacher: str, architecture: str, layers: int, seed: int = 42):
         torch.manual_seed(seed)
         backbone = build_backbone(student_config(architecture, source.config, layers))
     mine, theirs = dict(backbone.named_parameters()), dict(source.named_parameters())
-    copied = {name: name for name in mine if name.startswith("embeddings.") and name in theirs}
+    copied = [name for name in mine if name.startswith("embeddings.") and name in theirs]
     with torch.no_grad():
         backbone.get_input_embeddings().weight.copy_(source.get_input_embeddings().weight)
         for name in copied:
@@ -67,7 +67,8 @@ def init_student(teacher: str, architecture: str, layers: int, seed: int = 42):
         for name, module in backbone.named_modules():  # residual branches start at zero: a bag of embeddings
             if name.endswith(RESIDUAL_OUTPUTS):
                 module.weight.zero_()
-    log.info("student %s x %d layers: copied the teacher's %s", architecture, layers, ", ".join(["word embeddings", *copied]))
+    log.info("student %s x %d layers: copied the teacher's %s", architecture, layers,
+             ", ".join(["word embeddings", *copied]))
     return backbone, tokenizer
 
 
@@ -123,6 +124,11 @@ class Recipe:
     max_length: int = 256
     seed: int = 42
 
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown student architecture {self.architecture!r}; choose one of "
+                             f"{', '.join(ARCHITECTURES)}")
+
 
 def build_groups(output: Path, teacher: str, queries: list[str], passages: list[str], recipe: Recipe,
                  device: str | None) -> list[Group]:
@@ -147,7 +153,8 @@ def build_groups(output: Path, teacher: str, queries: list[str], passages: list[
 def distill(teacher: str, queries: list[str], passages: list[str], output: str | Path, recipe: Recipe,
             device: str | None = None, resume: bool = False) -> dict[str, Path]:
     """Run the recipe into ``output``: ``bi-encoder/`` (teacher's word embeddings, listwise KL over the teacher's
-    groups plus the cosine distance to the teacher's vectors of the same texts, mean pooling, cosine) then ``cross-encoder/`` (the bi-encoder's backbone, a fresh head, the same loss).
+    groups plus the cosine distance to the teacher's vectors of the same texts, mean pooling, cosine) then
+    ``cross-encoder/`` (the bi-encoder's backbone, a fresh head, the same loss).
     A stage whose model is already there is skipped; ``resume`` continues a stage from its latest checkpoint."""
     from ..modeling.base import SAFETENSORS, load_model
     from ..modeling.bi_encoder import MambaBiEncoder
