@@ -76,12 +76,14 @@ def teacher_groups(teacher, queries: list[str], passages: list[str], depth: int 
                    seed: int = 42, batch_size: int = 256, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """For every query, the teacher's top ``depth`` passages of the pool (its best first) and ``n_random`` random
     others: (Q, depth + n_random) passage indices and the teacher's scores of them."""
+    from ..modeling.base import resolve_device
+
     if depth < 2 or len(passages) < depth + n_random:
         raise ValueError(f"need depth >= 2 and a pool of at least depth + random = {depth + n_random} passages")
     kwargs = {"batch_size": batch_size, "device": device, "show_progress_bar": True}
     q = torch.from_numpy(teacher.encode_queries(queries, **kwargs))
     p = torch.from_numpy(teacher.encode_documents(passages, **kwargs))
-    dev = torch.device(device if device and device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device)
     p = p.to(dev)
     rng = np.random.default_rng(seed)
     indices = np.empty((len(queries), depth + n_random), dtype=np.int64)
@@ -178,18 +180,12 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
                                  embedding_weight=recipe.embedding_weight, **common)
         teacher_model = load_model(teacher, kind="bi-encoder") if recipe.embedding_weight > 0 else None
         Trainer(model, groups, args, teacher=teacher_model).train(resume=resume)
-        _to_fp16(stages["bi-encoder"])
+        model.save_pretrained(stages["bi-encoder"], dtype=torch.float16)  # what ships; checkpoints keep fp32
     if not (stages["cross-encoder"] / SAFETENSORS).is_file():
         model = MambaCrossEncoder.from_backbone_of(stages["bi-encoder"], max_length=recipe.max_length)
         args = TrainingArguments(str(stages["cross-encoder"]), queries_per_step=recipe.cross_queries_per_step,
                                  learning_rate=recipe.cross_learning_rate, max_steps=recipe.cross_steps, **common)
         Trainer(model, groups, args).train(resume=resume)
-        _to_fp16(stages["cross-encoder"])
+        model.save_pretrained(stages["cross-encoder"], dtype=torch.float16)
     return stages
 
-
-def _to_fp16(path: Path) -> None:
-    """Rewrite a trained model's weights in fp16 (what ships; checkpoints keep full precision)."""
-    from ..modeling.base import load_model
-
-    load_model(path).save_pretrained(path, dtype=torch.float16)

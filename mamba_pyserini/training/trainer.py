@@ -146,17 +146,15 @@ class Trainer:
         labels = torch.arange(n, device=self.device) * a.group_size
         return loss + torch.nn.functional.cross_entropy(scores, labels), *sizes
 
-    @torch.no_grad()
     def _embedding_loss(self, vectors: torch.Tensor, queries: list[str], docs: list[str]) -> torch.Tensor:
         """Mean cosine distance between the student's vectors and the teacher's for the same texts, weighted."""
         t = self.teacher
         features = t.tokenize(queries, True) + t.tokenize(docs, False)
         batch = {k: v.to(self.device) for k, v in t.collate(features, 8 if self.on_gpu else 1).items()}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and self.args.bf16):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and self.args.bf16):
             target = t(**batch).float()
-        with torch.enable_grad():
-            cosine = torch.nn.functional.cosine_similarity(vectors, target, dim=-1)
-            return self.args.embedding_weight * (1 - cosine).mean()
+        cosine = torch.nn.functional.cosine_similarity(vectors, target, dim=-1)
+        return self.args.embedding_weight * (1 - cosine).mean()
 
     # -- the loop --------------------------------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_after: int | None = None) -> list[dict]:
