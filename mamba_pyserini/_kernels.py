@@ -41,6 +41,19 @@ def kernel_path(device: str) -> str:
     return path
 
 
+def ssd_ops(device: str):
+    """(chunk_scan, causal_conv1d) for our own Mamba-2 mixers (BiMamba-2): mamba_ssm's Triton chunk scan and
+    causal_conv1d's kernel on the fast path, else (and for the convolution when causal_conv1d is missing) our PyTorch
+    ones in ``modeling/ssd.py``, which take the same arguments."""
+    from .modeling.ssd import causal_conv1d, chunk_scan
+
+    if kernel_path(device) == "fast":
+        from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as chunk_scan
+        if _version("causal_conv1d"):
+            from causal_conv1d import causal_conv1d_fn as causal_conv1d
+    return chunk_scan, causal_conv1d
+
+
 MAMBA_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.models.mamba2.modeling_mamba2")
 
 

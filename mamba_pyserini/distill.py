@@ -54,14 +54,15 @@ def recipe_options(f):
 @click.option("--collection", default=POOL, show_default=True,
               help="Unlabelled passages (JSONL/TSV) [the bundled MS MARCO v2 pool].")
 @click.option("--max-queries", type=click.IntRange(1), help="Use only the first N queries.")
-@click.option("--output", required=True, help="Directory for groups.npz, bi-encoder/ and cross-encoder/.")
+@click.option("--output", required=True, help="Directory for groups.npz, student/, bi-encoder/ and cross-encoder/.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the current stage from its latest checkpoint.")
 @recipe_options
 @handle_errors
 def main(teacher, query_files, collection, max_queries, output, device, resume, **settings):
-    """Distil TEACHER into a bi-encoder (listwise KL over teacher-ranked groups from the pool) and then a
-    cross-encoder started from the bi-encoder's backbone."""
+    """Distil TEACHER into a student (BiMamba-2 converted from it and aligned layer by layer, by default), train it
+    as a bi-encoder (listwise KL over teacher-ranked groups from the pool, plus the teacher's vectors and hidden
+    states), then a cross-encoder from the bi-encoder's backbone."""
     from .corpus import read_collection
     from .training.distill import Recipe, distill
 

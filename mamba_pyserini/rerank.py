@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._cli import handle_errors
-from .search import output_options, rerank_options, rerank_stage, topic_options, write_and_evaluate
+from .search import DEFAULT_MODEL, output_options, rerank_options, rerank_stage, topic_options, write_and_evaluate
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,13 +21,13 @@ from .search import output_options, rerank_options, rerank_stage, topic_options,
 @output_options
 @handle_errors
 def main(run_file, index, topics, topic_reader, qrels, output, output_format, run_tag, **rerank):
-    """Rerank RUN's top hits for TOPICS with a cross-encoder (or bi-encoder) and write a TREC run."""
+    """Rerank RUN's top hits for TOPICS with a cross-encoder or bi-encoder (the bundled model by default) and write a
+    TREC run."""
     from .runs import read_run
     from .search import RUNS_DIR
     from .topics import load_topics
 
-    if rerank["reranker"] is None:
-        raise click.UsageError("--reranker is required")
+    rerank["reranker"] = rerank["reranker"] or DEFAULT_MODEL
     topic_set = load_topics(topics, topic_reader, qrels)
     meta = {"command": sys.argv, "topics": topic_set.name, "first_stage": str(run_file)}
     run, condition = rerank_stage(read_run(run_file), topic_set, None, index, Path(run_file).stem, meta, **rerank)

@@ -13,9 +13,13 @@ from ._cli import BadInput, handle_errors, info, option_group
 from .topics import READERS
 
 RUNS_DIR = Path("runs")
+DEFAULT_MODEL = "default"  # the bundled model (modeling/backbone.py's bundled_models)
 
 
 def _model_name(reranker: str) -> str:
+    from .modeling.backbone import resolve_checkpoint
+
+    reranker = resolve_checkpoint(reranker)
     return Path(reranker.rstrip("/")).name if os.path.isdir(reranker) else reranker.replace("/", "--")
 
 
@@ -27,8 +31,8 @@ topic_options = option_group(
     click.option("--qrels", help="Qrels file for metrics (topic names bring their own)."),
 )
 rerank_options = option_group(
-    click.option("--reranker", help="Cross-encoder (or bi-encoder) checkpoint directory or hub id; 'none' for no "
-                                    "reranking."),
+    click.option("--reranker", help="Cross-encoder (or bi-encoder) checkpoint directory or hub id, 'default' (the "
+                                    "bundled model) or 'none' [default over the bundled candidates, else none]."),
     click.option("--rerank-depth", default=100, show_default=True, type=click.IntRange(1),
                  help="Rerank the top K; the rest keeps its first-stage order below them."),
     click.option("--doc-mode", default="firstp", show_default=True, type=click.Choice(["firstp", "maxp"]),
@@ -113,6 +117,7 @@ def main(topics, topic_reader, qrels, index, run_file, k1, b, rm3, fb_terms, fb_
                            f"{', '.join(bundled_names(first_stage))}): give --index, or --run with --index")
         run, texts = bundled
         collection, condition = COLLECTION_NAME, f"{first_stage}-default"
+        rerank["reranker"] = rerank["reranker"] or DEFAULT_MODEL
         info(f"first stage: bundled Pyserini {first_stage.upper()} (k1=0.9, b=0.4) top-100 for {topic_set.name}")
     meta = {"command": sys.argv, "topics": topic_set.name, "first_stage": condition}
     run, condition = rerank_stage(run, topic_set, texts, index, condition, meta, **rerank)
@@ -128,10 +133,7 @@ def rerank_stage(run, topic_set, texts, text_source, condition: str, meta: dict,
     from .runs import check_queries
 
     check_queries(run, topic_set.queries, topic_set.name)
-    if reranker is None:
-        info("no --reranker given and no default model is bundled yet: first stage only")
-        return run, condition
-    if reranker.lower() == "none":
+    if reranker is None or reranker.lower() == "none":
         return run, condition
     from .reranker import MambaReranker
 

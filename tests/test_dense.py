@@ -1,6 +1,7 @@
 """Dense retrieval: bi-encoders, FAISS indexes in Pyserini's layout searched by Pyserini's FaissSearcher, fusion."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -138,3 +139,23 @@ def test_a_sentence_transformers_directory_loads_as_a_bi_encoder_with_its_settin
     assert (model.config.pooling, model.config.normalize, model.config.max_length) == ("mean", True, 256)
     vectors = model.encode_documents(["a flea can live up to a year", "fleas live about a year"])
     assert np.linalg.norm(vectors, axis=1) == pytest.approx(1.0, abs=1e-5) and vectors[0] @ vectors[1] > 0.5
+
+
+def test_the_bundled_default_model_encodes_a_collection_and_searches_it_densely(tmp_path):
+    """``encode --model default`` writes a FAISS index that ``search --dense default`` searches."""
+    docs = {"d1": "The black mamba is a venomous snake native to sub-Saharan Africa.",
+            "d2": "Paris is the capital and most populous city of France.",
+            "d3": "Vaccines train the immune system to recognise a pathogen.",
+            "d4": "State space models such as Mamba scan a sequence in linear time."}
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"id": d, "contents": t}) + "\n" for d, t in docs.items()))
+    (tmp_path / "topics.tsv").write_text("1\twhich snake is venomous\n2\tcapital city of france\n")
+    (tmp_path / "qrels.txt").write_text("1 0 d1 1\n2 0 d2 1\n")
+    assert _encode("--model", "default", "--corpus", corpus, "--output", tmp_path / "index").exit_code == 0
+    result = CliRunner().invoke(search_main, ["--topics", str(tmp_path / "topics.tsv"), "--qrels",
+                                              str(tmp_path / "qrels.txt"), "--dense", "default", "--faiss-index",
+                                              str(tmp_path / "index"), "--output", str(tmp_path / "run.txt")])
+    assert result.exit_code == 0, result.output
+    run = read_run(tmp_path / "run.txt")
+    assert (run["1"][0].docid, run["2"][0].docid) == ("d1", "d2")
+    assert "bimamba2-l6-bi-encoder" in (tmp_path / "run.txt.json").read_text()

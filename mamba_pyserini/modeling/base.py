@@ -118,12 +118,14 @@ class RankingModel(nn.Module):
             json.dump(config, f, indent=2, sort_keys=True)
 
     # -- batching --------------------------------------------------------------------------------------------------
-    def hidden(self, input_ids, attention_mask, token_type_ids=None):
-        """Last hidden states (B, L, D) of a right-padded batch."""
+    def hidden(self, input_ids, attention_mask, token_type_ids=None, all_layers: bool = False):
+        """Last hidden states (B, L, D) of a right-padded batch; with ``all_layers``, also the tuple of every
+        layer's (embeddings first)."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        return self.backbone(**inputs).last_hidden_state
+        out = self.backbone(**inputs, output_hidden_states=all_layers)
+        return (out.last_hidden_state, out.hidden_states) if all_layers else out.last_hidden_state
 
     def collate(self, features: list[dict[str, list[int]]], multiple_of: int = 1) -> dict[str, torch.Tensor]:
         """Right-pad features into tensors (pads never precede a real token)."""

@@ -33,11 +33,13 @@ class MambaBiEncoder(RankingModel):
     def dimension(self) -> int:
         return self.backbone.config.hidden_size
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        """Vectors (B, D) for a right-padded batch of texts."""
-        hidden = self.hidden(input_ids, attention_mask, token_type_ids)
+    def forward(self, input_ids, attention_mask, token_type_ids=None, all_layers: bool = False):
+        """Vectors (B, D) for a right-padded batch of texts; with ``all_layers``, also every layer's hidden states."""
+        out = self.hidden(input_ids, attention_mask, token_type_ids, all_layers=all_layers)
+        hidden, layers = out if all_layers else (out, None)
         vectors = pool(hidden, attention_mask, self.config.pooling).float()
-        return torch.nn.functional.normalize(vectors, dim=-1) if self.config.normalize else vectors
+        vectors = torch.nn.functional.normalize(vectors, dim=-1) if self.config.normalize else vectors
+        return (vectors, layers) if all_layers else vectors
 
     def tokenize(self, texts: list[str], is_query: bool) -> list[dict[str, list[int]]]:
         prefix = self.config.query_prefix if is_query else self.config.document_prefix

@@ -1,7 +1,7 @@
 """Distilling a sentence-transformers teacher into small students with no labels: a student that starts from the
-teacher's embedding layer, training groups that the teacher ranks and scores over an unlabelled passage pool, and the
-two-stage recipe behind ``python -m mamba_pyserini.distill`` (a bi-encoder first, then a cross-encoder that starts
-from the bi-encoder's backbone)."""
+teacher (converted into BiMamba-2, or only its embeddings for causal Mambas), training groups that the teacher ranks
+and scores over an unlabelled passage pool, and the recipe behind ``python -m mamba_pyserini.distill`` (align the
+student's mixers with the teacher's attention, train a bi-encoder, then a cross-encoder from its backbone)."""
 from __future__ import annotations
 
 import dataclasses
@@ -17,15 +17,15 @@ from .._io import atomic_write
 from .data import Group
 
 log = logging.getLogger("mamba_pyserini")
-ARCHITECTURES = ("mamba2", "mamba1", "bert")
+ARCHITECTURES = ("bimamba2", "bert", "mamba2", "mamba1")
 GROUPS_FILE = "groups.npz"
-RESIDUAL_OUTPUTS = ("mixer.out_proj", "output.dense")  # Mamba mixers; BERT attention and MLP outputs
+RESIDUAL_OUTPUTS = ("mixer.out_proj",)  # Mamba mixers
 
 
 def student_config(architecture: str, teacher_config, layers: int):
-    """A transformers config of the teacher's width and vocabulary: Mamba-2 (64-dim heads, state 64, chunks of 32,
-    which keeps its PyTorch path fast on CPUs), Mamba-1 (state 16) or a BERT encoder shaped like the teacher."""
-    from transformers import BertConfig, Mamba2Config, MambaConfig
+    """The transformers config of a causal student of the teacher's width and vocabulary: Mamba-2 (64-dim heads, state
+    64, chunks of 32, which keeps its PyTorch path fast on CPUs) or Mamba-1 (state 16)."""
+    from transformers import Mamba2Config, MambaConfig
 
     width, vocab = teacher_config.hidden_size, teacher_config.vocab_size
     if architecture == "mamba2":
@@ -33,26 +33,39 @@ def student_config(architecture: str, teacher_config, layers: int):
                             head_dim=64, num_heads=2 * width // 64, n_groups=1, chunk_size=32)
     if architecture == "mamba1":
         return MambaConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, state_size=16, expand=2)
-    if architecture == "bert":
-        return BertConfig(vocab_size=vocab, hidden_size=width, num_hidden_layers=layers,
-                          num_attention_heads=teacher_config.num_attention_heads,
-                          intermediate_size=teacher_config.intermediate_size,
-                          max_position_embeddings=teacher_config.max_position_embeddings)
-    raise ValueError(f"unknown student architecture {architecture!r}; choose one of {', '.join(ARCHITECTURES)}")
+    raise ValueError(f"unknown causal student architecture {architecture!r}")
 
 
 def init_student(teacher: str, architecture: str, layers: int, seed: int = 42):
-    """(backbone, tokenizer): a random ``architecture`` backbone whose embedding layer is copied from the teacher
-    (word embeddings; positions and layer norm too where the student has them) and whose residual branches output
-    zero, so that it starts as the teacher's bag of word embeddings; with the teacher's tokenizer, whose separator
-    doubles as the EOS token that causal students end their inputs with."""
+    """(backbone, tokenizer) of a student that starts from a BERT-shaped teacher, with the teacher's tokenizer:
+
+    - ``bimamba2``: the teacher converted into BiMamba-2 (``modeling/bimamba.py``: its attention layers become
+      bidirectional Mamba-2 mixers initialised from them; everything else copied);
+    - ``bert``: the teacher itself (the transformer control of the same recipe);
+    - ``mamba2``/``mamba1``: a causal Mamba of ``layers`` layers with the teacher's word embeddings (positions and
+      layer norm where it has them) and residual branches that output zero, so it starts as the teacher's bag of
+      embeddings; its inputs end with the separator as EOS.
+    The first two keep the teacher's depth."""
     from transformers import AutoTokenizer
 
     from ..modeling.backbone import build_backbone, load_backbone, resolve_checkpoint
+    from ..modeling.bimamba import from_bert
 
     teacher = resolve_checkpoint(teacher)
-    source = load_backbone(teacher)
+    source = load_backbone(teacher).float()
     tokenizer = AutoTokenizer.from_pretrained(teacher)
+    if architecture in ("bimamba2", "bert"):
+        if layers != source.config.num_hidden_layers:
+            raise ValueError(f"a {architecture} student keeps the teacher's {source.config.num_hidden_layers} "
+                             f"layers, not {layers}")
+        backbone = from_bert(source) if architecture == "bimamba2" else source
+        for module in backbone.modules():  # students of the teacher's shape match it exactly: no dropout
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if hasattr(backbone.config, key):
+                setattr(backbone.config, key, 0.0)
+        return backbone, tokenizer
     if tokenizer.eos_token is None:
         tokenizer.eos_token = tokenizer.sep_token
     with torch.random.fork_rng(devices=[]):
@@ -105,24 +118,69 @@ def to_groups(queries: list[str], passages: list[str], indices: np.ndarray, scor
             for query, row, s in zip(queries, indices, scores)]
 
 
+def align_mixers(backbone, teacher, texts: list[str], steps: int, batch_size: int, learning_rate: float,
+                 seed: int = 42, device: str | None = None) -> list[dict]:
+    """MOHAWK's hidden-state alignment for a BiMamba-2 student converted from ``teacher`` (a bi-encoder over the same
+    BERT): every layer is fed the teacher's input to the layer it replaces and its mixer learns to give that layer's
+    output (mean squared error over real tokens), all layers at once. Returns the loss log (every 50 steps)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from .._kernels import kernels_for
+    from ..modeling.base import resolve_device
+
+    device = resolve_device(device)
+    on_gpu = device.startswith("cuda")
+    backbone.to(device).train()
+    teacher.to(device).eval().requires_grad_(False)
+    params = [p for layer in backbone.layers for p in layer.mixer.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0, fused=on_gpu or None)
+    scheduler = get_linear_schedule_with_warmup(optimizer, min(100, steps // 10), steps)
+    rng, history = random.Random(seed), []
+    with kernels_for(device):
+        for step in range(1, steps + 1):
+            features = teacher.tokenize([texts[rng.randrange(len(texts))] for _ in range(batch_size)], False)
+            batch = {k: v.to(device) for k, v in teacher.collate(features, 8 if on_gpu else 1).items()}
+            mask = batch["attention_mask"]
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+                with torch.no_grad():
+                    states = [h.float() for h in teacher(**batch, all_layers=True)[1]]
+                real = mask.bool()
+                loss = torch.stack([(layer(states[i], mask).float()[real] - states[i + 1][real]).pow(2).mean()
+                                    for i, layer in enumerate(backbone.layers)]).mean()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step % 50 == 0 or step == steps:
+                history.append({"step": step, "loss": loss.item()})
+                log.info("align step %d: %.4f", step, loss.item())
+    return history
+
+
 @dataclasses.dataclass
 class Recipe:
-    """The settings of one distillation run (saved beside its outputs as ``recipe.json``)."""
+    """The settings of one distillation run (saved beside its outputs as ``recipe.json``); the defaults built the
+    bundled default model on one H100 in about 15 minutes."""
 
-    architecture: str = "mamba2"
+    architecture: str = "bimamba2"
     layers: int = 6
+    align_steps: int = 1500  # bimamba2: teacher-forced alignment of each mixer with the attention it replaces
+    align_batch_size: int = 64
+    align_learning_rate: float = 1e-3
     depth: int = 20
     n_random: int = 10
-    bi_steps: int = 4000
-    cross_steps: int = 4000
-    bi_queries_per_step: int = 32
+    bi_steps: int = 1500
+    cross_steps: int = 2500
+    bi_queries_per_step: int = 16
     cross_queries_per_step: int = 16
     group_size: int = 8
-    bi_learning_rate: float = 2e-4
-    cross_learning_rate: float = 3e-4
-    warmup_steps: int = 300
+    bi_learning_rate: float = 1e-4
+    cross_learning_rate: float = 1e-4
+    warmup_steps: int = 100
     temperature: float = 0.05
     embedding_weight: float = 1.0  # the bi-encoder also regresses the teacher's vectors (cosine distance)
+    hidden_weight: float = 1.0  # ... and its hidden states, layer by layer (bimamba2/bert students; not causal ones)
+    cross_pooling: str = "mean"
     max_length: int = 256
     seed: int = 42
 
@@ -154,10 +212,15 @@ def build_groups(output: Path, teacher: str, queries: list[str], passages: list[
 
 def distill(teacher: str, queries: list[str], passages: list[str], output: str | Path, recipe: Recipe,
             device: str | None = None, resume: bool = False) -> dict[str, Path]:
-    """Run the recipe into ``output``: ``bi-encoder/`` (teacher's word embeddings, listwise KL over the teacher's
-    groups plus the cosine distance to the teacher's vectors of the same texts, mean pooling, cosine) then
-    ``cross-encoder/`` (the bi-encoder's backbone, a fresh head, the same loss).
-    A stage whose model is already there is skipped; ``resume`` continues a stage from its latest checkpoint."""
+    """Run the recipe into ``output``:
+
+    1. ``student/``: the student at its start (:func:`init_student`); a ``bimamba2`` one is then aligned layer by
+       layer with the teacher over the queries and passages (:func:`align_mixers`, log in ``align_log.jsonl``);
+    2. ``bi-encoder/``: listwise KL over the teacher's groups, plus the cosine distance to the teacher's vectors and
+       (students of its shape) the squared distance to its hidden states; mean pooling, cosine;
+    3. ``cross-encoder/``: the bi-encoder's backbone, a fresh head, the same KL.
+    A stage whose model is already there is skipped; ``resume`` continues stage 2 or 3 from its latest checkpoint
+    (the short stage 1 starts again)."""
     from ..modeling.base import SAFETENSORS, load_model
     from ..modeling.bi_encoder import MambaBiEncoder
     from ..modeling.cross_encoder import MambaCrossEncoder
@@ -168,24 +231,36 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
     random.Random(recipe.seed).shuffle(groups)
     with atomic_write(output / "recipe.json") as f:
         json.dump({"teacher": teacher, **dataclasses.asdict(recipe)}, f, indent=2)
-    stages = {"bi-encoder": output / "bi-encoder", "cross-encoder": output / "cross-encoder"}
-    common = {"group_size": recipe.group_size, "warmup_steps": recipe.warmup_steps, "temperature": recipe.temperature,
-              "loss": "kl", "seed": recipe.seed, "device": device, "save_steps": 500, "log_steps": 50}
-    if not (stages["bi-encoder"] / SAFETENSORS).is_file():
+    stages = {name: output / name for name in ("student", "bi-encoder", "cross-encoder")}
+    same_shape = recipe.architecture in ("bimamba2", "bert")
+    teacher_model = (load_model(teacher, kind="bi-encoder", max_length=recipe.max_length)  # truncates as the student
+                     if recipe.embedding_weight or same_shape else None)
+    if not (stages["student"] / SAFETENSORS).is_file():
         backbone, tokenizer = init_student(teacher, recipe.architecture, recipe.layers, recipe.seed)
         model = MambaBiEncoder.from_backbone(backbone, tokenizer, pooling="mean", normalize=True,
                                              max_length=recipe.max_length)
+        if recipe.architecture == "bimamba2" and recipe.align_steps:
+            history = align_mixers(backbone, teacher_model, queries + passages, recipe.align_steps,
+                                   recipe.align_batch_size, recipe.align_learning_rate, recipe.seed, device)
+            stages["student"].mkdir(parents=True, exist_ok=True)
+            with atomic_write(stages["student"] / "align_log.jsonl") as f:
+                f.writelines(json.dumps(entry) + "\n" for entry in history)
+        model.save_pretrained(stages["student"])
+    common = {"group_size": recipe.group_size, "warmup_steps": recipe.warmup_steps, "temperature": recipe.temperature,
+              "loss": "kl", "seed": recipe.seed, "device": device, "save_steps": 500, "log_steps": 50}
+    if not (stages["bi-encoder"] / SAFETENSORS).is_file():
+        model = MambaBiEncoder.from_pretrained(stages["student"])
         args = TrainingArguments(str(stages["bi-encoder"]), queries_per_step=recipe.bi_queries_per_step,
                                  learning_rate=recipe.bi_learning_rate, max_steps=recipe.bi_steps,
-                                 embedding_weight=recipe.embedding_weight, **common)
-        teacher_model = load_model(teacher, kind="bi-encoder") if recipe.embedding_weight > 0 else None
+                                 embedding_weight=recipe.embedding_weight,
+                                 hidden_weight=recipe.hidden_weight if same_shape else 0.0, **common)
         Trainer(model, groups, args, teacher=teacher_model).train(resume=resume)
         model.save_pretrained(stages["bi-encoder"], dtype=torch.float16)  # what ships; checkpoints keep fp32
     if not (stages["cross-encoder"] / SAFETENSORS).is_file():
-        model = MambaCrossEncoder.from_backbone_of(stages["bi-encoder"], max_length=recipe.max_length)
+        model = MambaCrossEncoder.from_backbone_of(stages["bi-encoder"], max_length=recipe.max_length,
+                                                   pooling=recipe.cross_pooling)
         args = TrainingArguments(str(stages["cross-encoder"]), queries_per_step=recipe.cross_queries_per_step,
                                  learning_rate=recipe.cross_learning_rate, max_steps=recipe.cross_steps, **common)
         Trainer(model, groups, args).train(resume=resume)
         model.save_pretrained(stages["cross-encoder"], dtype=torch.float16)
     return stages
-

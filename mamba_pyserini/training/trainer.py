@@ -53,6 +53,7 @@ class TrainingArguments:
     temperature: float = 1.0  # KL temperature; bi-encoders also divide similarities by it
     in_batch_negatives: bool = True  # bi-encoders: other queries' passages are negatives too
     embedding_weight: float = 1.0  # bi-encoders with a teacher: weight of the cosine distance to its vectors
+    hidden_weight: float = 0.0  # ... and of the mean squared distance to its hidden states, layer by layer
     save_steps: int = 1000
     save_total_limit: int = 2
     log_steps: int = 10
@@ -128,12 +129,14 @@ class Trainer:
         else:
             features = self.model.tokenize(queries, True) + self.model.tokenize(docs, False)
         batch = {k: v.to(self.device) for k, v in self.model.collate(features, 8 if self.on_gpu else 1).items()}
+        layers = self.teacher is not None and a.hidden_weight > 0
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and a.bf16):
-            out = model(**batch)
+            out = model(**batch, all_layers=True) if layers else model(**batch)
+        out, states = out if layers else (out, None)
         sizes = int(batch["attention_mask"].sum()), len(features)
         if self.model.KIND == "cross-encoder":
             return ranking_loss(a.loss, out.view(n, a.group_size), teacher, a.temperature), *sizes
-        loss = self._embedding_loss(out.float(), queries, docs) if self.teacher is not None else 0.0
+        loss = self._teacher_loss(out.float(), states, batch, queries, docs) if self.teacher is not None else 0.0
         q, d = out[:n].float(), out[n:].float()
         own = (q[:, None, :] * d.view(n, a.group_size, -1)).sum(-1)  # (Q, G)
         if a.loss == "margin-mse":
@@ -146,15 +149,26 @@ class Trainer:
         labels = torch.arange(n, device=self.device) * a.group_size
         return loss + torch.nn.functional.cross_entropy(scores, labels), *sizes
 
-    def _embedding_loss(self, vectors: torch.Tensor, queries: list[str], docs: list[str]) -> torch.Tensor:
-        """Mean cosine distance between the student's vectors and the teacher's for the same texts, weighted."""
-        t = self.teacher
+    def _teacher_loss(self, vectors: torch.Tensor, states, batch: dict, queries: list[str],
+                      docs: list[str]) -> torch.Tensor:
+        """Weighted mean cosine distance between the student's vectors and the teacher's for the same texts, plus
+        (with ``states``) the weighted mean squared distance between their hidden states at every layer, over real
+        tokens (the two must tokenize alike and have as many layers)."""
+        t, a = self.teacher, self.args
         features = t.tokenize(queries, True) + t.tokenize(docs, False)
-        batch = {k: v.to(self.device) for k, v in t.collate(features, 8 if self.on_gpu else 1).items()}
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and self.args.bf16):
-            target = t(**batch).float()
-        cosine = torch.nn.functional.cosine_similarity(vectors, target, dim=-1)
-        return self.args.embedding_weight * (1 - cosine).mean()
+        theirs = {k: v.to(self.device) for k, v in t.collate(features, 8 if self.on_gpu else 1).items()}
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and a.bf16):
+            target, target_states = t(**theirs, all_layers=True) if states is not None else (t(**theirs), None)
+        cosine = torch.nn.functional.cosine_similarity(vectors, target.float(), dim=-1)
+        loss = a.embedding_weight * (1 - cosine).mean()
+        if states is None:
+            return loss
+        if not torch.equal(theirs["input_ids"], batch["input_ids"]) or len(target_states) != len(states):
+            raise ValueError("hidden-state distillation needs a student that tokenizes as its teacher does and has "
+                             "as many layers")
+        mask = batch["attention_mask"].bool()
+        squared = [(mine.float()[mask] - ref.float()[mask]).pow(2).mean() for mine, ref in zip(states, target_states)]
+        return loss + a.hidden_weight * torch.stack(squared).mean()
 
     # -- the loop --------------------------------------------------------------------------------------------------
     def train(self, resume: bool = False, stop_after: int | None = None) -> list[dict]:

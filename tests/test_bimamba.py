@@ -1,0 +1,129 @@
+"""BiMamba-2 (modeling/bimamba.py): the bidirectional mixer against a step-by-step recurrence, padding and direction,
+conversion from all-MiniLM-L6-v2 (the real teacher) and teacher-forced alignment."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mamba_pyserini.modeling.base import load_model
+from mamba_pyserini.modeling.bimamba import BiMamba2Config, BiMamba2Mixer, BiMamba2Model, from_bert
+
+TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, intermediate_size=32, num_heads=2, head_dim=8,
+            state_size=4, chunk_size=4, conv_kernel=3, max_position_embeddings=32, hidden_dropout_prob=0.0)
+
+
+def _recurrence(mixer, seq):
+    """One direction of the mixer as Mamba-2's recurrence, token by token: (L, D) -> gated, normed (L, inner)."""
+    z, xbc, dt = mixer.in_proj(seq).split([mixer.inner, mixer.conv_dim, mixer.heads], -1)
+    width = mixer.conv1d.weight.shape[-1]
+    padded = F.pad(xbc, (0, 0, width - 1, 0))
+    conv = F.silu(sum(padded[j:j + len(seq)] * mixer.conv1d.weight[:, 0, j] for j in range(width)) + mixer.conv1d.bias)
+    x, B, C = conv.split([mixer.inner, mixer.heads * mixer.state, mixer.heads * mixer.state], -1)
+    x = x.view(len(seq), mixer.heads, mixer.head_dim)
+    B, C = B.view(len(seq), mixer.heads, mixer.state), C.view(len(seq), mixer.heads, mixer.state)
+    dt, A = F.softplus(dt + mixer.dt_bias), -torch.exp(mixer.A_log)
+    state, out = torch.zeros(mixer.heads, mixer.head_dim, mixer.state), []
+    for t in range(len(seq)):
+        state = state * torch.exp(dt[t] * A)[:, None, None] + dt[t][:, None, None] * x[t][..., None] * B[t][:, None]
+        out.append((state * C[t][:, None]).sum(-1) + mixer.D[:, None] * x[t])
+    return mixer._gated_norm(torch.stack(out).reshape(len(seq), mixer.inner), z)
+
+
+def test_the_mixer_is_a_forward_and_a_backward_mamba2_recurrence_per_sequence():
+    torch.manual_seed(0)
+    mixer = BiMamba2Mixer(BiMamba2Config(**TINY))
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(2, 7, 16)
+    mask = torch.ones(2, 7, dtype=torch.long)
+    mask[1, 5:] = 0
+    with torch.no_grad():
+        y = mixer(x, mask)
+        for row in range(2):
+            seq = x[row, :int(mask[row].sum())]
+            expected = mixer.out_proj(_recurrence(mixer, seq) + _recurrence(mixer, seq.flip(0)).flip(0))
+            torch.testing.assert_close(y[row, :len(seq)], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_every_token_reads_the_whole_text_and_padding_changes_nothing():
+    torch.manual_seed(0)
+    model = BiMamba2Model(BiMamba2Config(**TINY)).eval()
+    ids = torch.tensor([[1, 5, 9, 13, 17, 2]])
+    changed = ids.clone()
+    changed[0, 4] = 30
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], 1)
+    with torch.no_grad():
+        out = model(ids).last_hidden_state
+        assert not torch.allclose(out[0, 0], model(changed).last_hidden_state[0, 0])  # later tokens reach the first
+        alone = model(padded, attention_mask=(padded > 0).long()).last_hidden_state[:, :6]
+    torch.testing.assert_close(alone, out, atol=1e-5, rtol=1e-4)
+
+
+def test_a_bimamba2_bi_encoder_saves_and_loads_through_transformers_auto_classes(tmp_path, minilm):
+    from mamba_pyserini.modeling.bi_encoder import MambaBiEncoder
+
+    teacher = load_model(minilm, kind="bi-encoder")
+    model = MambaBiEncoder.from_backbone(BiMamba2Model(BiMamba2Config(**{**TINY, "vocab_size": 30522})),
+                                         teacher.tokenizer, pooling="mean", normalize=True, max_length=32)
+    assert not model.causal and model.config.template == "query-document"
+    model.save_pretrained(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    texts = ["a state space model", "reranks passages"]
+    np.testing.assert_allclose(again.encode(texts), model.encode(texts), atol=1e-6)
+
+
+def test_conversion_keeps_the_teachers_embeddings_mlps_and_norms_and_maps_attention_to_the_mixer(minilm):
+    from transformers import AutoModel
+
+    bert = AutoModel.from_pretrained(minilm).float()
+    model = from_bert(bert)
+    assert sum(p.numel() for p in model.parameters()) < 24_000_000
+    assert torch.equal(model.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
+    layer, source = model.layers[3], bert.encoder.layer[3]
+    assert torch.equal(layer.intermediate.weight, source.intermediate.dense.weight)
+    assert torch.equal(layer.output_norm.bias, source.output.LayerNorm.bias)
+    assert torch.equal(layer.mixer.out_proj.weight, source.attention.output.dense.weight)
+    inner = layer.mixer.inner
+    rows = layer.mixer.in_proj.weight
+    assert torch.equal(rows[inner:2 * inner], source.attention.self.value.weight)
+    assert torch.equal(rows[2 * inner:3 * inner], source.attention.self.key.weight)
+    torch.testing.assert_close(rows[3 * inner:4 * inner], source.attention.self.query.weight / 32 ** 0.5)
+
+
+def test_alignment_teaches_each_mixer_the_attention_it_replaces(minilm):
+    from mamba_pyserini.training.distill import align_mixers, init_student
+
+    teacher = load_model(minilm, kind="bi-encoder")
+    backbone, _ = init_student(str(minilm), "bimamba2", layers=6)
+    texts = ["what is the capital of france", "Paris is the capital of France.", "how do vaccines work",
+             "Vaccines train the immune system to recognise a pathogen.", "mamba state space models",
+             "The black mamba is a venomous snake native to Africa."]
+    history = align_mixers(backbone, teacher, texts, steps=50, batch_size=6, learning_rate=3e-3, device="cpu")
+    assert [h["step"] for h in history] == [50]
+    features = teacher.collate(teacher.tokenize(texts, False))
+    with torch.no_grad():
+        states = teacher(**features, all_layers=True)[1]
+        fresh, _ = init_student(str(minilm), "bimamba2", layers=6)
+        real = features["attention_mask"].bool()
+        errors = [[(b.layers[i](states[i], features["attention_mask"])[real] - states[i + 1][real]).pow(2).mean()
+                   for i in range(6)] for b in (fresh, backbone)]
+    assert all(after < 0.5 * before for before, after in zip(*errors)), errors
+
+
+def test_backbones_are_built_in_float32_whatever_dtype_their_config_records():
+    from transformers import BertConfig
+
+    from mamba_pyserini.modeling.backbone import build_backbone
+
+    config = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                        dtype="float16")
+    assert {p.dtype for p in build_backbone(config).parameters()} == {torch.float32}
+
+
+def test_the_bundled_default_model_is_a_bimamba2_bi_encoder_under_24m_parameters():
+    model = load_model("default")
+    assert (model.KIND, model.backbone.config.model_type) == ("bi-encoder", "bimamba2")
+    assert sum(p.numel() for p in model.parameters()) < 24_000_000
+    q, d = model.encode_queries(["what is the capital of france"]), model.encode_documents(
+        ["Paris is the capital of France.", "The black mamba is a venomous snake."])
+    assert (q @ d.T)[0, 0] > (q @ d.T)[0, 1]
