@@ -209,7 +209,6 @@ def from_bert(bert) -> BiMamba2Model:
         for part, linear, factor in rows:
             mixer.in_proj.weight[part] = linear.weight * factor
             mixer.in_proj.bias[part] = linear.bias * factor
-        mixer.reset_ssm_parameters()
         mixer.out_proj.load_state_dict(attention.output.dense.state_dict())
         layer.mixer_norm.load_state_dict(attention.output.LayerNorm.state_dict())
         layer.intermediate.load_state_dict(source.intermediate.dense.state_dict())
