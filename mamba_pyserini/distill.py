@@ -64,9 +64,10 @@ def main(teacher, query_files, collection, max_queries, output, device, resume, 
     as a bi-encoder (listwise KL over teacher-ranked groups from the pool, plus the teacher's vectors and hidden
     states), then a cross-encoder from the bi-encoder's backbone."""
     from .corpus import read_collection
-    from .training.distill import Recipe, distill
+    from .training.distill import Recipe, check_recipe, distill
 
     recipe = Recipe(**settings)
+    check_recipe(teacher, recipe)
     queries = read_texts(query_files or TRAIN_QUERIES, max_queries)
     passages = list(read_collection(collection).values())
     info(f"distilling {teacher} into {recipe.architecture} x {recipe.layers} on {len(queries)} queries and "

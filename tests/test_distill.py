@@ -169,3 +169,11 @@ def test_an_unknown_student_architecture_is_a_one_line_error_before_any_work(tmp
     assert result.stderr.strip().splitlines() == ["Error: unknown student architecture 'gru'; choose one of "
                                                   "bimamba2, bert, mamba2, mamba1"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bimamba2_student_of_another_depth_is_a_one_line_error_before_any_work(tmp_path, minilm):
+    result = subprocess.run([sys.executable, "-m", "mamba_pyserini.distill", "--teacher", str(minilm), "--output",
+                             str(tmp_path / "out"), "--layers", "2"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["Error: a bimamba2 student keeps the teacher's 6 layers, not 2"]
+    assert not (tmp_path / "out").exists()

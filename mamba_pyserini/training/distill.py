@@ -37,6 +37,19 @@ def student_config(architecture: str, teacher_config, layers: int):
     raise ValueError(f"unknown causal student architecture {architecture!r}")
 
 
+def check_depth(architecture: str, layers: int, teacher_layers: int) -> None:
+    """Students shaped like the teacher keep its depth."""
+    if architecture in TEACHER_SHAPED and layers != teacher_layers:
+        raise ValueError(f"a {architecture} student keeps the teacher's {teacher_layers} layers, not {layers}")
+
+
+def check_recipe(teacher: str, recipe: "Recipe") -> None:
+    """What can be checked against the teacher before any work: its depth, for students shaped like it."""
+    from ..modeling.backbone import load_backbone_config, resolve_checkpoint
+
+    check_depth(recipe.architecture, recipe.layers, load_backbone_config(resolve_checkpoint(teacher)).num_hidden_layers)
+
+
 def init_student(teacher: str, architecture: str, layers: int, seed: int = 42):
     """(backbone, tokenizer) of a student that starts from a BERT-shaped teacher, with the teacher's tokenizer:
 
@@ -55,10 +68,8 @@ def init_student(teacher: str, architecture: str, layers: int, seed: int = 42):
     teacher = resolve_checkpoint(teacher)
     source = load_backbone(teacher).float()
     tokenizer = AutoTokenizer.from_pretrained(teacher)
+    check_depth(architecture, layers, source.config.num_hidden_layers)
     if architecture in TEACHER_SHAPED:
-        if layers != source.config.num_hidden_layers:
-            raise ValueError(f"a {architecture} student keeps the teacher's {source.config.num_hidden_layers} "
-                             f"layers, not {layers}")
         backbone = from_bert(source) if architecture == "bimamba2" else source
         for module in backbone.modules():  # students of the teacher's shape match it exactly: no dropout
             if isinstance(module, torch.nn.Dropout):
@@ -227,6 +238,7 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
     from ..modeling.cross_encoder import MambaCrossEncoder
     from .trainer import Trainer, TrainingArguments
 
+    check_recipe(teacher, recipe)
     output = Path(output)
     groups = build_groups(output, teacher, queries, passages, recipe, device)
     random.Random(recipe.seed).shuffle(groups)
