@@ -28,6 +28,8 @@ class MambaRankerConfig:
         for field, allowed in (("kind", KINDS), ("template", TEMPLATES), ("pooling", POOLINGS)):
             if getattr(self, field) not in allowed:
                 raise ValueError(f"unknown {field} {getattr(self, field)!r}; choose one of {', '.join(allowed)}")
+        if self.pooling == "pair" and (self.kind != "cross-encoder" or self.template != QUERY_DOCUMENT):
+            raise ValueError(f"'pair' pooling is for cross-encoders with the {QUERY_DOCUMENT} template")
         if not isinstance(self.max_length, int) or self.max_length < 8:
             raise ValueError(f"max length must be an integer of at least 8, not {self.max_length!r}")
 

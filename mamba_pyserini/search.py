@@ -13,13 +13,13 @@ from ._cli import BadInput, handle_errors, info, option_group
 from .topics import READERS
 
 RUNS_DIR = Path("runs")
-DEFAULT_MODEL = "default"  # the bundled model (modeling/backbone.py's bundled_models)
+DEFAULT_MODEL = "default"  # the bundled cross-encoder (modeling/backbone.py: DEFAULT_MODELS)
 
 
-def _model_name(reranker: str) -> str:
+def _model_name(reranker: str, kind: str | None = None) -> str:
     from .modeling.backbone import resolve_checkpoint
 
-    reranker = resolve_checkpoint(reranker)
+    reranker = resolve_checkpoint(reranker, kind)
     return Path(reranker.rstrip("/")).name if os.path.isdir(reranker) else reranker.replace("/", "--")
 
 
@@ -41,7 +41,8 @@ rerank_options = option_group(
                  help="MaxP window in words."),
     click.option("--segment-stride", default=75, show_default=True, type=click.IntRange(1),
                  help="MaxP stride in words."),
-    click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1)),
+    click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1),
+                 help="Pairs per batch (small batches keep a CPU's caches warm; raise it on a GPU)."),
     click.option("--max-length", type=click.IntRange(8), help="Override the checkpoint's max length in tokens."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
 )
@@ -158,7 +159,7 @@ def _dense_run(model_path, faiss_index, queries, hits, batch_size, device, threa
     from .modeling.base import load_model
 
     searcher = DenseSearcher(load_model(model_path, kind="bi-encoder"), faiss_index, device, batch_size)
-    return searcher.search(queries, hits, threads), Path(faiss_index).name, _model_name(model_path)
+    return searcher.search(queries, hits, threads), Path(faiss_index).name, _model_name(model_path, "bi-encoder")
 
 
 def write_and_evaluate(run, output: Path, tag: str, output_format: str, topic_set, meta: dict) -> None:

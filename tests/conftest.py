@@ -1,9 +1,12 @@
 """Shared fixtures: tiny random-init checkpoints of every backbone family, and the CACM index."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("MAMBA_PYSERINI_FP32", "1")  # the tests check the models' math in fp32; test_kernels the bf16 path
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent

@@ -120,10 +120,19 @@ def test_backbones_are_built_in_float32_whatever_dtype_their_config_records():
     assert {p.dtype for p in build_backbone(config).parameters()} == {torch.float32}
 
 
-def test_the_bundled_default_model_is_a_bimamba2_bi_encoder_under_24m_parameters():
-    model = load_model("default")
-    assert (model.KIND, model.backbone.config.model_type) == ("bi-encoder", "bimamba2")
-    assert sum(p.numel() for p in model.parameters()) < 24_000_000
-    q, d = model.encode_queries(["what is the capital of france"]), model.encode_documents(
-        ["Paris is the capital of France.", "The black mamba is a venomous snake."])
+def test_the_bundled_models_are_a_bimamba2_cross_encoder_and_bi_encoder_under_24m_parameters_each():
+    from mamba_pyserini import MambaBiEncoder, MambaCrossEncoder
+
+    cross, bi = load_model("default"), load_model("default", kind="bi-encoder")
+    assert (cross.KIND, cross.backbone.config.model_type, cross.config.pooling) == ("cross-encoder", "bimamba2", "pair")
+    assert (bi.KIND, bi.backbone.config.model_type) == ("bi-encoder", "bimamba2")
+    assert isinstance(MambaBiEncoder.from_pretrained("default"), MambaBiEncoder)  # 'default' is per kind
+    assert isinstance(MambaCrossEncoder.from_pretrained("default"), MambaCrossEncoder)
+    for model in (cross, bi):
+        assert sum(p.numel() for p in model.parameters()) < 24_000_000
+    query, docs = "what is the capital of france", ["Paris is the capital of France.",
+                                                    "The black mamba is a venomous snake."]
+    scores = cross.predict([(query, d) for d in docs])
+    assert scores[0] > scores[1]
+    q, d = bi.encode_queries([query]), bi.encode_documents(docs)
     assert (q @ d.T)[0, 0] > (q @ d.T)[0, 1]

@@ -131,3 +131,25 @@ def test_a_plain_backbone_loads_with_a_fresh_head(neox_tokenizer, tmp_path):
     model = MambaCrossEncoder.from_pretrained(tmp_path, max_length=64)
     assert model.config.max_length == 64 and model.config.pooling == "last"
     assert model.predict(PAIRS[:1]).shape == (1,)
+
+
+def test_pair_pooling_scores_the_cosine_of_the_query_and_document_segments(bert_tokenizer, tmp_path):
+    model = make_cross_encoder("bert", bert_tokenizer, max_length=96, pooling="pair")
+    assert model.head is None
+    scores = model.predict(PAIRS)
+    model.save_pretrained(tmp_path / "pair")
+    np.testing.assert_allclose(MambaCrossEncoder.from_pretrained(tmp_path / "pair").predict(PAIRS), scores, rtol=1e-6)
+    for (query, doc), score in zip(PAIRS, scores):
+        batch = model.collate(model.tokenize([query], [doc]))
+        types = batch["token_type_ids"][0]
+        assert types[0] == 0 and types[-1] == 1  # [CLS] query [SEP] | document [SEP]
+        with torch.no_grad():
+            hidden = model.hidden(**batch)[0]
+        q, d = hidden[types == 0].mean(0), hidden[types == 1].mean(0)
+        assert score == pytest.approx(torch.nn.functional.cosine_similarity(q, d, dim=0).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [{"kind": "bi-encoder"}, {"template": DOCUMENT_QUERY}])
+def test_pair_pooling_is_only_for_query_document_cross_encoders(overrides):
+    with pytest.raises(ValueError, match="'pair' pooling is for cross-encoders"):
+        MambaRankerConfig(pooling="pair", **{"template": QUERY_DOCUMENT, **overrides})

@@ -86,7 +86,7 @@ def test_the_recipe_trains_a_bi_encoder_then_a_cross_encoder_from_its_backbone(t
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
     bi, cross = load_model(out / "bi-encoder"), load_model(out / "cross-encoder")
     assert (bi.KIND, cross.KIND) == ("bi-encoder", "cross-encoder")
-    assert (bi.config.pooling, bi.config.normalize, cross.config.pooling) == ("mean", True, "mean")
+    assert (bi.config.pooling, bi.config.normalize, cross.config.pooling) == ("mean", True, "pair")
     assert bi.backbone.config.model_type == cross.backbone.config.model_type == "bimamba2"
     assert [json.loads(x)["step"] for x in (out / "student" / "align_log.jsonl").read_text().splitlines()] == [2]
     assert all(v.dtype == torch.float16 for v in _weights(out / "bi-encoder").values())
@@ -177,3 +177,11 @@ def test_a_bimamba2_student_of_another_depth_is_a_one_line_error_before_any_work
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == ["Error: a bimamba2 student keeps the teacher's 6 layers, not 2"]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_causal_student_with_pair_pooling_is_refused_before_any_work():
+    from mamba_pyserini.training.distill import Recipe
+
+    with pytest.raises(ValueError, match="a causal mamba2 student needs --cross-pooling last or mean"):
+        Recipe(architecture="mamba2")
+    assert Recipe(architecture="mamba2", cross_pooling="mean").cross_pooling == "mean"

@@ -1,9 +1,11 @@
 import importlib
 
+import numpy as np
 import pytest
+import torch
 
 from mamba_pyserini import kernel_info
-from mamba_pyserini._kernels import MAMBA_MODULES, kernel_path, kernels_for
+from mamba_pyserini._kernels import FP32_ENV, MAMBA_MODULES, inference_bf16, kernel_path, kernels_for
 
 
 def test_cpu_runs_the_reference_functions_and_restores_the_bound_ones():
@@ -162,3 +164,28 @@ def test_a_packed_mamba2_model_on_the_fallback_path_matches_separate_sequences()
         packed = model(torch.cat(parts, dim=1), seq_idx=seq_idx).last_hidden_state
         alone = torch.cat([model(p).last_hidden_state for p in parts], dim=1)
     torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_inference_runs_where_the_cpu_has_native_bf16_and_ranks_as_fp32_does(monkeypatch):
+    import gzip
+    import json
+
+    from mamba_pyserini.candidates import CANDIDATES_DIR
+    from mamba_pyserini.modeling.base import load_model
+
+    monkeypatch.delenv(FP32_ENV, raising=False)
+    capabilities = torch.cpu.get_capabilities()
+    native = bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    assert inference_bf16("cpu") == native and inference_bf16("cuda:1")
+    if not native:
+        pytest.skip("this CPU has no native bf16: inference stays in fp32")
+    entry = json.load(gzip.open(CANDIDATES_DIR / "bm25.dl19-passage.json.gz", "rt"))[0]
+    pairs = [(entry["query"], hit["content"]) for hit in entry["hits"][:40]]
+    model = load_model("default")
+    bf16 = model.predict(pairs)
+    monkeypatch.setenv(FP32_ENV, "1")
+    assert not inference_bf16("cpu") and not inference_bf16("cuda")
+    fp32 = model.predict(pairs)
+    assert not np.array_equal(bf16, fp32)  # the two paths differ ...
+    np.testing.assert_allclose(bf16, fp32, atol=0.02)  # ... by bf16 rounding
+    assert np.corrcoef(np.argsort(np.argsort(bf16)), np.argsort(np.argsort(fp32)))[0, 1] > 0.95

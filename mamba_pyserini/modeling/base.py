@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._io import atomic_write
-from .._kernels import kernels_for
+from .._kernels import inference_autocast, kernels_for
 from ..config import CONFIG_KEY, MambaRankerConfig
 from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
                        resolve_checkpoint)
@@ -75,7 +75,7 @@ class RankingModel(nn.Module):
         from transformers import AutoTokenizer
         from transformers.utils import cached_file
 
-        name_or_path = resolve_checkpoint(name_or_path)
+        name_or_path = resolve_checkpoint(name_or_path, cls.KIND)
         backbone_config = load_backbone_config(name_or_path)
         try:
             tokenizer = AutoTokenizer.from_pretrained(name_or_path)
@@ -146,8 +146,8 @@ class RankingModel(nn.Module):
     @torch.inference_mode()
     def run_sorted(self, features: list[dict], batch_size: int, device: str | None, desc: str,
                    show_progress_bar: bool = False) -> np.ndarray:
-        """``self(**batch)`` over ``features`` in length-sorted batches (bf16 autocast on GPU), as float32 rows in
-        the input order."""
+        """``self(**batch)`` over ``features`` in length-sorted batches (bf16 autocast on GPUs and bf16-capable CPUs:
+        ``_kernels.inference_bf16``), as float32 rows in the input order."""
         from tqdm import tqdm
 
         if not features:
@@ -157,7 +157,7 @@ class RankingModel(nn.Module):
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
         on_gpu = device.startswith("cuda")
         out = None
-        with kernels_for(device), torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+        with kernels_for(device), inference_autocast(device):
             for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", file=sys.stderr,
                               disable=not show_progress_bar):
                 idx = order[start:start + batch_size]

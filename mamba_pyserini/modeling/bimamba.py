@@ -57,17 +57,6 @@ class Embeddings(nn.Module):
         return self.dropout(self.LayerNorm(h))
 
 
-def reverse_index(mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) positions that reverse each row's real tokens in place (pads stay at the end); an involution."""
-    lengths = mask.sum(dim=1, keepdim=True)
-    position = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    return torch.where(position < lengths, lengths - 1 - position, position)
-
-
-def reverse(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    return x.gather(1, index[..., None].expand_as(x))
-
-
 class BiMamba2Mixer(nn.Module):
     """Mamba-2 token mixing in both directions with shared weights: ``in_proj`` -> [z | x B C | dt]; causal conv and
     SSD scan over the sequence and over its reverse; per-head gated RMSNorm; the two directions summed; ``out_proj``."""
@@ -100,23 +89,28 @@ class BiMamba2Mixer(nn.Module):
         self.conv1d.bias.zero_()
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D) for a right-padded batch: the backward scan reads each row flipped, so its pads come
+        first, where zeroed inputs keep its state at zero until the first real token."""
+        projected = self.in_proj(hidden) * mask[..., None].to(hidden.dtype)
+        forwards = self._scan(projected, mask)
+        backwards = self._scan(projected.flip(1), mask.flip(1)).flip(1)
+        return self.out_proj(forwards + backwards)
+
+    def _scan(self, projected: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """One direction: causal conv, SSD scan and gated norm of the projected inputs (zero at pads)."""
         from .._kernels import ssd_ops
 
-        chunk_scan, conv = ssd_ops(hidden.device.type)
-        b, length, _ = hidden.shape
-        index = reverse_index(mask)
-        projected = self.in_proj(hidden) * mask[..., None].to(hidden.dtype)
-        both = torch.cat([projected, reverse(projected, index)])  # (2B, L, .): forwards, then backwards
-        z, xbc, dt = both.split([self.inner, self.conv_dim, self.heads], dim=-1)
+        chunk_scan, conv = ssd_ops(projected.device.type)
+        b, length, _ = projected.shape
+        z, xbc, dt = projected.split([self.inner, self.conv_dim, self.heads], dim=-1)
         xbc = conv(xbc.transpose(1, 2).contiguous(), self.conv1d.weight[:, 0], self.conv1d.bias,
-                   activation="silu").transpose(1, 2)
+                   activation="silu").transpose(1, 2) * mask[..., None].to(xbc.dtype)
         x, B, C = xbc.split([self.inner, self.heads * self.state, self.heads * self.state], dim=-1)
-        y = chunk_scan(x.reshape(2 * b, length, self.heads, self.head_dim).contiguous(), dt.contiguous(),
-                       -torch.exp(self.A_log.float()), B.reshape(2 * b, length, self.heads, self.state).contiguous(),
-                       C.reshape(2 * b, length, self.heads, self.state).contiguous(), self.chunk_size, D=self.D,
+        y = chunk_scan(x.reshape(b, length, self.heads, self.head_dim).contiguous(), dt.contiguous(),
+                       -torch.exp(self.A_log.float()), B.reshape(b, length, self.heads, self.state).contiguous(),
+                       C.reshape(b, length, self.heads, self.state).contiguous(), self.chunk_size, D=self.D,
                        dt_bias=self.dt_bias, dt_softplus=True)
-        y = self._gated_norm(y.reshape(2 * b, length, self.inner), z)
-        return self.out_proj(y[:b] + reverse(y[b:], index))
+        return self._gated_norm(y.reshape(b, length, self.inner), z)
 
     def _gated_norm(self, y: torch.Tensor, z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
         """RMSNorm of ``y * silu(z)`` over each head's channels (mamba_ssm's grouped RMSNormGated)."""

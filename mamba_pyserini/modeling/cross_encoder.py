@@ -1,9 +1,10 @@
-"""MambaCrossEncoder: backbone + pooling + linear head -> one relevance score per (query, document) pair."""
+"""MambaCrossEncoder: backbone + pooling + head -> one relevance score per (query, document) pair."""
 from __future__ import annotations
 
 import logging
 
 import numpy as np
+import torch.nn.functional as F
 from torch import nn
 
 from ..pooling import pool
@@ -14,7 +15,9 @@ log = logging.getLogger("mamba_pyserini")
 
 
 class MambaCrossEncoder(RankingModel):
-    """A cross-encoder over a Mamba-1/Mamba-2 (or transformer) backbone, scoring the pooled hidden state.
+    """A cross-encoder over a Mamba-1/Mamba-2 (or transformer) backbone: a linear head scores the pooled hidden state;
+    with ``pair`` pooling the score is the cosine similarity of the query's and the document's mean states, read
+    from the one sequence that holds both (so a bi-encoder's backbone starts as a cross-encoder that ranks).
 
     ``predict(pairs)`` and ``rank(query, docs)`` follow sentence-transformers' ``CrossEncoder``;
     ``save_pretrained``/``from_pretrained`` keep the head, template, pooling and max length with the weights.
@@ -24,18 +27,22 @@ class MambaCrossEncoder(RankingModel):
 
     def __init__(self, backbone: nn.Module, tokenizer, config):
         super().__init__(backbone, tokenizer, config)
-        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        self.head = None if config.pooling == "pair" else nn.Linear(backbone.config.hidden_size, 1)
 
     @classmethod
     def plain_config(cls, path, backbone_config, overrides):
-        log.warning("%s is a plain %s backbone without a ranking head: the head is randomly initialised, "
-                    "so its scores mean nothing until it is trained", path, backbone_config.model_type)
-        return super().plain_config(path, backbone_config, overrides)
+        config = super().plain_config(path, backbone_config, overrides)
+        if config.pooling != "pair":
+            log.warning("%s is a plain %s backbone without a ranking head: the head is randomly initialised, "
+                        "so its scores mean nothing until it is trained", path, backbone_config.model_type)
+        return config
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         """Scores (B,) for a right-padded batch."""
         hidden = self.hidden(input_ids, attention_mask, token_type_ids)  # (B, L, D)
-        pooled = pool(hidden, attention_mask, self.config.pooling)  # (B, D)
+        pooled = pool(hidden, attention_mask, self.config.pooling, token_type_ids)  # (B, D) or, pair, (B, 2, D)
+        if self.head is None:
+            return F.cosine_similarity(pooled[:, 0].float(), pooled[:, 1].float(), dim=-1)  # (B,)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)  # (B,)
 
     def tokenize(self, queries: list[str], docs: list[str]) -> list[dict[str, list[int]]]:
@@ -43,7 +50,7 @@ class MambaCrossEncoder(RankingModel):
 
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, device: str | None = None,
                 show_progress_bar: bool = False) -> np.ndarray:
-        """Scores of (query, document) pairs, computed in length-sorted batches (bf16 autocast on GPU)."""
+        """Scores of (query, document) pairs, computed in length-sorted batches (bf16 where ``_kernels.inference_bf16`` says)."""
         features = self.tokenize([q for q, _ in pairs], [d for _, d in pairs])
         return self.run_sorted(features, batch_size, device, "rerank", show_progress_bar)
 

@@ -172,7 +172,7 @@ def align_mixers(backbone, teacher, texts: list[str], steps: int, batch_size: in
 @dataclasses.dataclass
 class Recipe:
     """The settings of one distillation run (saved beside its outputs as ``recipe.json``); the defaults built the
-    bundled default model on one H100 in about 16 minutes."""
+    bundled models on one H100."""
 
     architecture: str = "bimamba2"
     layers: int = 6
@@ -192,7 +192,7 @@ class Recipe:
     temperature: float = 0.05
     embedding_weight: float = 1.0  # the bi-encoder also regresses the teacher's vectors (cosine distance)
     hidden_weight: float = 1.0  # ... and its hidden states, layer by layer (bimamba2/bert students; not causal ones)
-    cross_pooling: str = "mean"
+    cross_pooling: str = "pair"  # the cross-encoder scores the cosine of its query and passage segments
     max_length: int = 256
     seed: int = 42
 
@@ -200,6 +200,9 @@ class Recipe:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown student architecture {self.architecture!r}; choose one of "
                              f"{', '.join(ARCHITECTURES)}")
+        if self.cross_pooling == "pair" and self.architecture not in TEACHER_SHAPED:
+            raise ValueError(f"'pair' pooling reads the query and passage segments of an encoder; a causal "
+                             f"{self.architecture} student needs --cross-pooling last or mean")
 
 
 def build_groups(output: Path, teacher: str, queries: list[str], passages: list[str], recipe: Recipe,
@@ -230,7 +233,8 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
        layer with the teacher over the queries and passages (:func:`align_mixers`, log in ``align_log.jsonl``);
     2. ``bi-encoder/``: listwise KL over the teacher's groups, plus the cosine distance to the teacher's vectors and
        (students of its shape) the squared distance to its hidden states; mean pooling, cosine;
-    3. ``cross-encoder/``: the bi-encoder's backbone, a fresh head, the same KL.
+    3. ``cross-encoder/``: the bi-encoder's backbone with ``pair`` pooling (the cosine of the mean states of the query
+       and passage segments of the one sequence), the same KL.
     A stage whose model is already there is skipped; ``resume`` continues stage 2 or 3 from its latest checkpoint
     (the short stage 1 starts again)."""
     from ..modeling.base import SAFETENSORS, load_model
