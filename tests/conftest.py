@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("MAMBA_PYSERINI_FP32", "1")  # the tests check the models' math in fp32; test_kernels the bf16 path
+# The tests check the models' math in fp32; test_kernels checks the bf16 inference path.
+os.environ.setdefault("MAMBA_PYSERINI_FP32", "1")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPO = Path(__file__).parent.parent

@@ -47,7 +47,8 @@ class MambaBiEncoder(RankingModel):
 
     def encode(self, texts: list[str], is_query: bool = False, batch_size: int = 32, device: str | None = None,
                show_progress_bar: bool = False) -> np.ndarray:
-        """float32 vectors (N, D) of queries or documents, in length-sorted batches (bf16 where ``_kernels.inference_bf16`` says)."""
+        """float32 vectors (N, D) of queries or documents, in length-sorted batches (bf16 where
+        ``_kernels.inference_bf16`` says)."""
         features = self.tokenize(list(texts), is_query)
         vectors = self.run_sorted(features, batch_size, device, "encode", show_progress_bar)
         return vectors.reshape(len(features), self.dimension)

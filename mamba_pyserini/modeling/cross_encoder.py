@@ -50,7 +50,8 @@ class MambaCrossEncoder(RankingModel):
 
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, device: str | None = None,
                 show_progress_bar: bool = False) -> np.ndarray:
-        """Scores of (query, document) pairs, computed in length-sorted batches (bf16 where ``_kernels.inference_bf16`` says)."""
+        """Scores of (query, document) pairs, computed in length-sorted batches (bf16 where
+        ``_kernels.inference_bf16`` says)."""
         features = self.tokenize([q for q, _ in pairs], [d for _, d in pairs])
         return self.run_sorted(features, batch_size, device, "rerank", show_progress_bar)
 

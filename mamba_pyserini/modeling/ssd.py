@@ -35,7 +35,8 @@ def chunk_scan(hidden_states, dt, A, B, C, chunk_size, D=None, dt_bias=None, ini
     xdt = chunks(x * dt[..., None]).permute(0, 1, 3, 2, 4)  # (b, c, h, T, p)
     Bc = chunks(B.float()).permute(0, 1, 3, 2, 4)  # (b, c, g, T, n)
     Cc = chunks(C.float()).permute(0, 1, 3, 2, 4)
-    heads = (lambda t: t) if g == h else (lambda t: t.repeat_interleave(h // g, dim=2))  # (b, c, g, ...) -> (b, c, h, ...)
+    # (b, c, g, ...) -> (b, c, h, ...)
+    heads = (lambda t: t) if g == h else (lambda t: t.repeat_interleave(h // g, dim=2))  # noqa: E731
 
     # Packed rows: which positions share a sequence (padding continues the last one)
     seq = chunks(seq_idx[..., None])[..., 0] if seq_idx is not None else None  # (b, c, T)
