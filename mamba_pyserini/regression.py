@@ -88,21 +88,24 @@ def _substitute(command: str, **values) -> list[str]:
 
 
 def run_condition(condition: Condition, directory: Path, dry_run: bool = False) -> list[dict]:
-    """Run a condition's setup and commands in the repository root, then evaluate each run; one row per metric."""
+    """Run a condition's setup and commands in the repository root, then evaluate each run; one row per metric.
+    Conditions that need no GPU run in fp32 (``MAMBA_PYSERINI_FP32=1``), so that their pins hold on any CPU."""
+    from ._kernels import FP32_ENV
     from .evaluation import evaluate_run
     from .topics import COLLECTIONS, load_topics
 
     cwd = COLLECTIONS.parent
     values = {"dir": str(directory.resolve())}
+    env = {**os.environ, **({} if "gpu" in condition.requires else {FP32_ENV: "1"})}
     rows = []
     for step in condition.setup:
         creates = step.get("creates", "").format(**values)
         if creates and Path(creates).exists():
             continue
-        _execute(_substitute(step["command"], **values), cwd, dry_run)
+        _execute(_substitute(step["command"], **values), cwd, env, dry_run)
     for topic_run in condition.runs:
         run = directory.resolve() / f"run.{condition.name}.{topic_run.topics}.txt"
-        _execute(_substitute(topic_run.command, run=str(run), **values), cwd, dry_run)
+        _execute(_substitute(topic_run.command, run=str(run), **values), cwd, env, dry_run)
         if dry_run:
             continue
         topic_set = load_topics(topic_run.topics)
@@ -116,11 +119,11 @@ def run_condition(condition: Condition, directory: Path, dry_run: bool = False) 
     return rows
 
 
-def _execute(argv: list[str], cwd: Path, dry_run: bool) -> None:
+def _execute(argv: list[str], cwd: Path, env: dict, dry_run: bool) -> None:
     click.echo(" ".join(shlex.quote(a) for a in argv))
     if dry_run:
         return
-    proc = subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(f"command failed with exit code {proc.returncode}: {last}")
