@@ -185,3 +185,5 @@ def test_a_causal_student_with_pair_pooling_is_refused_before_any_work():
     with pytest.raises(ValueError, match="a causal mamba2 student needs --cross-pooling last or mean"):
         Recipe(architecture="mamba2")
     assert Recipe(architecture="mamba2", cross_pooling="mean").cross_pooling == "mean"
+    with pytest.raises(ValueError, match="unknown cross-encoder pooling 'max'; choose one of last, cls, mean, pair"):
+        Recipe(cross_pooling="max")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .._io import atomic_write
+from ..pooling import POOLINGS
 from .data import Group
 
 log = logging.getLogger("mamba_pyserini")
@@ -200,6 +201,8 @@ class Recipe:
         if self.architecture not in ARCHITECTURES:
             raise ValueError(f"unknown student architecture {self.architecture!r}; choose one of "
                              f"{', '.join(ARCHITECTURES)}")
+        if self.cross_pooling not in POOLINGS:
+            raise ValueError(f"unknown cross-encoder pooling {self.cross_pooling!r}; choose one of {', '.join(POOLINGS)}")
         if self.cross_pooling == "pair" and self.architecture not in TEACHER_SHAPED:
             raise ValueError(f"'pair' pooling reads the query and passage segments of an encoder; a causal "
                              f"{self.architecture} student needs --cross-pooling last or mean")
