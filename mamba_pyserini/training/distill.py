@@ -202,7 +202,8 @@ class Recipe:
             raise ValueError(f"unknown student architecture {self.architecture!r}; choose one of "
                              f"{', '.join(ARCHITECTURES)}")
         if self.cross_pooling not in POOLINGS:
-            raise ValueError(f"unknown cross-encoder pooling {self.cross_pooling!r}; choose one of {', '.join(POOLINGS)}")
+            raise ValueError(f"unknown cross-encoder pooling {self.cross_pooling!r}; choose one of "
+                             f"{', '.join(POOLINGS)}")
         if self.cross_pooling == "pair" and self.architecture not in TEACHER_SHAPED:
             raise ValueError(f"'pair' pooling reads the query and passage segments of an encoder; a causal "
                              f"{self.architecture} student needs --cross-pooling last or mean")
