@@ -56,6 +56,31 @@ def ssd_ops(device: str):
     return chunk_scan, causal_conv1d
 
 
+def mamba1_ops(device: str):
+    """(selective_scan, causal_conv1d, add_norm) for packed Mamba-1 rows (``modeling/packing.py``): mamba_ssm's CUDA
+    scan and fused add + RMSNorm and causal_conv1d's kernel on the fast path, else (the convolution too when
+    causal_conv1d is missing) our PyTorch ones, which take the same arguments."""
+    from .modeling.packing import add_norm_fused, add_norm_reference
+    from .modeling.scan import selective_scan
+    from .modeling.ssd import causal_conv1d
+
+    if kernel_path(device) != "fast":
+        return selective_scan, causal_conv1d, add_norm_reference
+    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    if _version("causal_conv1d"):
+        from causal_conv1d import causal_conv1d_fn as causal_conv1d
+    return selective_scan_fn, causal_conv1d, add_norm_fused
+
+
+def packs(device: str, config) -> bool:
+    """Whether batches for a backbone with this config run packed on ``device`` (``modeling/packing.py``): Mamba-1 on
+    the fast path, where packing removes the padding; attention models set to the ``varlen`` implementation, on
+    GPUs. Elsewhere right-padded batches are faster (the CPU scan steps through every position)."""
+    from .modeling.packing import can_pack
+
+    return can_pack(config, device) and (config.model_type != "mamba" or kernel_path(device) == "fast")
+
+
 MAMBA_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.models.mamba2.modeling_mamba2")
 
 

@@ -30,6 +30,7 @@ FIXTURES = COLLECTIONS.parent / "tests" / "fixtures"
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s
 SWEEP = (128, 256, 512, 1024, 2048)
 SWEEP_TOKENS = 32768  # per step
+OURS = "mamba1-130m"  # the model the summary's ratios are about
 
 
 def model_configs(small: bool) -> dict[str, tuple[str, object]]:
@@ -39,7 +40,8 @@ def model_configs(small: bool) -> dict[str, tuple[str, object]]:
     d, layers, heads = (64, 2, 2) if small else (768, 24, 12)
     half = max(layers // 2, 1)
     return {
-        "mamba1-130m": ("neox", MambaConfig(vocab_size=50280, hidden_size=d, num_hidden_layers=layers, state_size=16)),
+        "mamba1-130m": ("neox", MambaConfig(vocab_size=50280, hidden_size=d, num_hidden_layers=layers, state_size=16,
+                                            rescale_prenorm_residual=True)),  # as mamba_ssm initialises it
         "mamba2-130m": ("neox", Mamba2Config(vocab_size=50280, hidden_size=d, num_hidden_layers=layers,
                                              state_size=128 if not small else 16, head_dim=64 if not small else 16,
                                              num_heads=2 * d // (64 if not small else 16), n_groups=1, expand=2)),
@@ -84,35 +86,47 @@ class Bench:
 
     def train(self, model, batches: list[list[dict]], config: str) -> dict:
         """Time ``len(batches)`` optimizer steps (after two untimed ones) on pre-tokenized features."""
-        torch = self.torch
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=self.on_gpu or None)
-        multiple = (128 if config == "rounded" else 8) if self.on_gpu else 1
-        model.train()
-        tokens = seqs = 0
+        began, tokens, seqs = None, 0, 0
+        optimizer = self.optimizer(model)
         for i, features in enumerate(batches[:2] + batches):
             if i == 2:
                 self.sync()
                 began, tokens, seqs = time.perf_counter(), 0, 0
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu):
-                parts = []
-                for idx in self.buckets(features) if config == "bucketed" else [list(range(len(features)))]:
-                    batch = {k: v.to(self.device, non_blocking=True)
-                             for k, v in model.collate([features[j] for j in idx], multiple).items()}
-                    parts.append((idx, model(**batch).float()))
-                    tokens += sum(len(features[j]["input_ids"]) for j in idx)  # counted on the host: no sync
-                scores = torch.zeros(len(features), device=self.device)
-                for idx, part in parts:
-                    scores = scores.index_add(0, torch.tensor(idx, device=self.device), part)
-                group = 8 if len(features) % 8 == 0 else len(features)
-                loss = torch.nn.functional.cross_entropy(
-                    scores.view(-1, group), torch.zeros(len(features) // group, dtype=torch.long, device=self.device))
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            self.step(model, optimizer, features, config)
+            tokens += sum(len(f["input_ids"]) for f in features)  # counted on the host: no sync
             seqs += len(features)
         self.sync()
         elapsed = time.perf_counter() - began
         return {"seq_per_s": seqs / elapsed, "tokens_per_s": tokens / elapsed}
+
+    def optimizer(self, model):
+        return self.torch.optim.AdamW(model.parameters(), lr=1e-5, fused=self.on_gpu or None)
+
+    def step(self, model, optimizer, features: list[dict], config: str) -> float:
+        """One optimizer step of the group softmax loss over ``features`` batched as ``config``; returns the loss
+        (a tensor, so that timing does not wait for it)."""
+        torch = self.torch
+        model.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu):
+            parts = []
+            for idx in self.buckets(features) if config == "bucketed" else [list(range(len(features)))]:
+                chunk = [features[j] for j in idx]
+                if config == "rounded":
+                    batch = {k: v.to(self.device, non_blocking=True)
+                             for k, v in model.collate(chunk, 128 if self.on_gpu else 1).items()}
+                else:
+                    batch = model.batch(chunk, self.device, pack=config == "packed")
+                parts.append((idx, model(**batch).float()))
+            scores = torch.zeros(len(features), device=self.device)
+            for idx, part in parts:
+                scores = scores.index_add(0, torch.tensor(idx, device=self.device), part)
+            group = 8 if len(features) % 8 == 0 else len(features)
+            loss = torch.nn.functional.cross_entropy(
+                scores.view(-1, group), torch.zeros(len(features) // group, dtype=torch.long, device=self.device))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
 
     def buckets(self, features: list[dict]) -> list[list[int]]:
         """Length-sorted groups of indices, each at most ``bucket_tokens`` once padded to its longest."""
@@ -125,19 +139,52 @@ class Bench:
             current.append(j)
         return groups + [current]
 
-    def rerank(self, model, pairs) -> dict:
+    def rerank(self, model, pairs, pack: bool) -> dict:
+        model.packing = pack
         model.predict(pairs[:256], batch_size=128, device=self.device)  # warm-up (kernels, autotuning)
         self.sync()
         began = time.perf_counter()
         model.predict(pairs, batch_size=128, device=self.device)
         self.sync()
         elapsed = time.perf_counter() - began
+        model.packing = None
         tokens = sum(len(f["input_ids"]) for f in model.tokenize([q for q, _ in pairs], [d for _, d in pairs]))
         return {"seq_per_s": len(pairs) / elapsed, "tokens_per_s": tokens / elapsed}
 
+    def check_packing(self, model, features: list[dict], precisions=("fp32", "bf16")) -> dict:
+        """Largest difference between packed and right-padded scores of the same pairs, relative to the largest
+        score, in fp32 and/or under bf16 autocast."""
+        torch = self.torch
+        model.eval()
+        out = {}
+        scores = {}
+        for precision in precisions:
+            with torch.no_grad(), torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
+                                                 enabled=precision == "bf16"):
+                for pack in (False, True):
+                    scores[precision, pack] = model(**model.batch(features, self.device, pack=pack)).float()
+            padded = scores[precision, False]
+            out[f"{precision}_max_rel_diff"] = float((scores[precision, True] - padded).abs().max()
+                                                     / padded.abs().max())
+        if len(precisions) == 2:  # how far bf16 itself moves the padded scores: the scale bf16 differences live on
+            padded = scores["fp32", False]
+            out["bf16_padded_vs_fp32"] = float((scores["bf16", False] - padded).abs().max() / padded.abs().max())
+        return out
+
+    def loss_curves(self, make_model, batches: list[list[dict]]) -> dict:
+        """The training loss of the same initial model on the same steps, right-padded through transformers
+        (the reference path) and packed (the fast path)."""
+        curves = {}
+        for config in ("padded", "packed"):
+            model = make_model()
+            optimizer = self.optimizer(model)
+            curves[config] = [float(self.step(model, optimizer, f, config)) for f in batches]
+        diff = [abs(a - b) for a, b in zip(curves["padded"], curves["packed"])]
+        return {"steps": len(batches), "max_abs_diff": max(diff), "mean_abs_diff": sum(diff) / len(diff), **curves}
+
 
 def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: list[str],
-              workloads: list[str]) -> dict:
+              workloads: list[str], check_steps: int = 0) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -157,27 +204,40 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
         rerank_pairs = rerank_pairs[:64]
     name = torch.cuda.get_device_name(0) if bench.on_gpu else platform.processor() or platform.machine()
     peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
-    rows = []
+    rows, checks = [], {}
     with kernels_for(device):
         for model_name in models:
             _bench_model(bench, model_name, configs[model_name], tokenizers, steps_pairs, rerank_pairs, small, steps,
-                         peak, workloads, rows)
+                         peak, workloads, rows, checks, check_steps)
     return {"date": datetime.date.today().isoformat(), "device": name, "kernels": kernel_info(), "small": small,
-            "steps": steps, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows}
+            "steps": steps, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows,
+            "checks": checks}
 
 
 def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, rerank_pairs, small, steps, peak,
-                 workloads, rows):
+                 workloads, rows, checks, check_steps):
     import torch
 
     from .modeling.cross_encoder import MambaCrossEncoder
+    from .modeling.packing import VARLEN, can_pack
 
     device = bench.device
     tokenizer_name, config = model_config
-    torch.manual_seed(0)
-    model = MambaCrossEncoder.from_backbone_config(config, tokenizers[tokenizer_name]).to(device)
+
+    def make_model():
+        torch.manual_seed(0)
+        return MambaCrossEncoder.from_backbone_config(config, tokenizers[tokenizer_name]).to(device)
+
+    model = make_model()
     params = sum(p.numel() for p in model.parameters())
     info(f"{model_name}: {params / 1e6:.1f}M parameters")
+    attention = config.model_type not in ("mamba", "mamba2")
+    backbone_config = model.backbone.config
+    if attention:  # packed rows need torch's varlen flash attention (GPUs only)
+        backbone_config._attn_implementation = VARLEN
+    packable = can_pack(backbone_config, device)
+    if attention:
+        backbone_config._attn_implementation = "sdpa"
 
     def record(workload, config_name, result, flops_per_token):
         mfu = flops_per_token * params * result["tokens_per_s"] / peak if peak else None
@@ -186,28 +246,48 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
         info(f"  {workload:<12}{config_name:<10}{result['seq_per_s']:10.1f} seq/s"
              f"{result['tokens_per_s']:12.0f} tok/s")
 
+    def packed(run):  # run(...) with the backbone set up for packed rows
+        if attention:
+            backbone_config._attn_implementation = VARLEN
+        try:
+            return run()
+        finally:
+            if attention:
+                backbone_config._attn_implementation = "sdpa"
+
+    batches = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in steps_pairs]
     if "train" in workloads:
-        batches = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in steps_pairs]
-        for config_name in ("padded", "rounded", "bucketed"):
+        for config_name in ("padded", "rounded", "bucketed") + (("packed",) if packable else ()):
             bench.reset()
-            record("train", config_name, bench.train(model, batches, config_name), 6)
+            run = lambda: bench.train(model, batches, config_name)  # noqa: E731
+            record("train", config_name, packed(run) if config_name == "packed" else run(), 6)
     if "rerank" in workloads:
-        bench.reset()
-        record("rerank", "sorted", bench.rerank(model, rerank_pairs), 2)
+        for config_name in ("sorted",) + (("packed",) if packable else ()):
+            bench.reset()
+            run = lambda: bench.rerank(model, rerank_pairs, pack=config_name == "packed")  # noqa: E731
+            record("rerank", config_name, packed(run) if config_name == "packed" else run(), 2)
     if "sweep" in workloads:
         limit = getattr(config, "max_position_embeddings", None) or max(SWEEP)
         for length in [n for n in (SWEEP if not small else SWEEP[:2]) if n <= limit]:
             per_step = (SWEEP_TOKENS // 16 if small else SWEEP_TOKENS) // length // 8 * 8
             ids = torch.randint(5, 1000, (steps + 2, max(8, per_step), length))
-            batches = [[{"input_ids": row.tolist()} for row in step] for step in ids]
+            uniform = [[{"input_ids": row.tolist()} for row in step] for step in ids]
             bench.reset()
             try:
-                record(f"sweep-{length}", "uniform", bench.train(model, batches, "padded"), 6)
+                record(f"sweep-{length}", "uniform", bench.train(model, uniform, "padded"), 6)
             except torch.OutOfMemoryError:
                 info(f"  sweep-{length}: out of memory")
+    if packable:
+        precisions = ("bf16",) if attention else ("fp32", "bf16")  # flash attention has no fp32
+        checks[model_name] = {"packed_vs_padded": packed(lambda: bench.check_packing(model, batches[0],
+                                                                                     precisions))}
+        if check_steps and model_name == OURS:
+            curves = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in training_steps(check_steps, 1)]
+            checks[model_name]["loss_curves"] = bench.loss_curves(make_model, curves)
+        info(f"  checks: {json.dumps({k: v for k, v in checks[model_name]['packed_vs_padded'].items()})}")
 
 
-def summary(report: dict, ours: str = "mamba1-130m") -> dict:
+def summary(report: dict, ours: str = OURS) -> dict:
     """The headline: our Mamba-130M path (its best batching) over each baseline's best, realistic workload."""
     def best(model, workload):
         return max((r["seq_per_s"] for r in report["rows"] if r["model"] == model and r["workload"] == workload),
@@ -236,6 +316,13 @@ def markdown(report: dict) -> str:
         mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
         lines.append(f"| {r['model']} | {r['workload']} | {r['config']} | {r['seq_per_s']:.1f} | "
                      f"{r['tokens_per_s']:,.0f} | {peak} | {mfu} |")
+    for model, check in report.get("checks", {}).items():
+        agree = ", ".join(f"{k} {v:.1e}" for k, v in check["packed_vs_padded"].items())
+        lines.append(f"\n{model}: packed vs padded scores (max difference / max score): {agree}")
+        if "loss_curves" in check:
+            curves = check["loss_curves"]
+            lines.append(f"{model}: training loss over {curves['steps']} steps, packed vs padded: max abs difference "
+                         f"{curves['max_abs_diff']:.4f}, mean {curves['mean_abs_diff']:.4f}")
     return "\n".join(lines) + "\n"
 
 
@@ -271,8 +358,10 @@ def chart(report: dict, path: Path) -> bool:
               help="Padded tokens per length bucket.")
 @click.option("--models", default="mamba1-130m,mamba2-130m,pythia-160m,bert-base", show_default=True)
 @click.option("--workloads", default="train,rerank,sweep", show_default=True)
+@click.option("--check-steps", type=click.IntRange(0), default=None,
+              help="Training steps of the padded-vs-packed loss-curve check [100 on GPU, 2 with --small].")
 @handle_errors
-def main(out, name, device, small, steps, bucket_tokens, models, workloads):
+def main(out, name, device, small, steps, bucket_tokens, models, workloads, check_steps):
     """Measure training and reranking throughput; write JSON, Markdown and a chart."""
     from ._io import atomic_write
     from .modeling.base import resolve_device
@@ -283,7 +372,9 @@ def main(out, name, device, small, steps, bucket_tokens, models, workloads):
     unknown = set(chosen) - set(model_configs(True))
     if unknown:
         raise ValueError(f"unknown model {sorted(unknown)[0]!r}; choose from {', '.join(model_configs(True))}")
-    report = run_bench(device, small, steps, bucket_tokens, chosen, [w.strip() for w in workloads.split(",")])
+    check_steps = (2 if small else 100) if check_steps is None else check_steps
+    report = run_bench(device, small, steps, bucket_tokens, chosen, [w.strip() for w in workloads.split(",")],
+                       check_steps)
     out = Path(out)
     with atomic_write(out / f"{name}.json") as f:
         json.dump(report, f, indent=2)

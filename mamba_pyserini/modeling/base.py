@@ -12,10 +12,12 @@ import torch
 from torch import nn
 
 from .._io import atomic_write
-from .._kernels import inference_autocast, kernels_for
+from .._kernels import inference_autocast, kernels_for, packs
 from ..config import CONFIG_KEY, MambaRankerConfig
 from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
                        resolve_checkpoint)
+from .packing import ROW_LENGTH, needs_separators, packed_hidden
+from .packing import pack as pack_features
 
 log = logging.getLogger("mamba_pyserini")
 ST_MODULES = "modules.json"  # marks a sentence-transformers model directory
@@ -41,6 +43,7 @@ class RankingModel(nn.Module):
             raise ValueError(f"max length {config.max_length} exceeds the model's maximum of {limit} positions")
         self.backbone, self.tokenizer, self.config = backbone, tokenizer, config
         self.causal = not is_encoder(backbone.config)
+        self.packing: bool | None = None  # pack batches: None = where ``_kernels.packs`` says; True/False: always/never
 
     # -- construction and persistence ------------------------------------------------------------------------------
     @classmethod
@@ -118,19 +121,27 @@ class RankingModel(nn.Module):
             json.dump(config, f, indent=2, sort_keys=True)
 
     # -- batching --------------------------------------------------------------------------------------------------
-    def hidden(self, input_ids, attention_mask, token_type_ids=None, all_layers: bool = False):
-        """Last hidden states (B, L, D) of a right-padded batch; with ``all_layers``, also the tuple of every
-        layer's (embeddings first)."""
+    def hidden(self, input_ids, attention_mask, token_type_ids=None, all_layers: bool = False, packing=None):
+        """Last hidden states (B, L, D) of a right-padded batch, or of a packed one (``packing``, see
+        :meth:`batch`); with ``all_layers`` (padded batches only), also the tuple of every layer's (embeddings
+        first)."""
+        if packing is not None:
+            if all_layers:
+                raise ValueError("every layer's hidden states need a right-padded batch, not a packed one")
+            return packing.unpack(packed_hidden(self.backbone, input_ids, token_type_ids, packing))
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         out = self.backbone(**inputs, output_hidden_states=all_layers)
         return (out.last_hidden_state, out.hidden_states) if all_layers else out.last_hidden_state
 
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
     def collate(self, features: list[dict[str, list[int]]], multiple_of: int = 1) -> dict[str, torch.Tensor]:
         """Right-pad features into tensors (pads never precede a real token)."""
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+        pad = self.pad_id()
         length = max(len(f["input_ids"]) for f in features)
         length = -(-length // multiple_of) * multiple_of
         batch = {"attention_mask": torch.zeros(len(features), length, dtype=torch.long)}
@@ -142,6 +153,27 @@ class RankingModel(nn.Module):
             for key, ids in f.items():
                 batch[key][i, :n] = torch.tensor(ids)
         return batch
+
+    def batch(self, features: list[dict[str, list[int]]], device: str, pack: bool | None = None) -> dict:
+        """The model's inputs for ``features`` on ``device``: packed into rows (``modeling/packing.py``) where
+        ``_kernels.packs`` says (or ``pack``, else :attr:`packing`, insists), else right-padded; on GPUs, padded
+        lengths are rounded up to a multiple of 8 and packed rows are ``ROW_LENGTH`` long, so that steps have few
+        distinct shapes."""
+        on_gpu = device.startswith("cuda")
+        pack = self.packing if pack is None else pack
+        if packs(device, self.backbone.config) if pack is None else pack:
+            batch = pack_features(features, self.pad_id(), ROW_LENGTH if on_gpu else None,
+                                  needs_separators(self.backbone.config))
+        else:
+            batch = self.collate(features, 8 if on_gpu else 1)
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+    @staticmethod
+    def token_types(token_type_ids, packing):
+        """Token type ids of the right-padded layout, for pooling."""
+        if token_type_ids is None or packing is None:
+            return token_type_ids
+        return packing.unpack(token_type_ids[..., None])[..., 0]
 
     @torch.inference_mode()
     def run_sorted(self, features: list[dict], batch_size: int, device: str | None, desc: str,
@@ -155,14 +187,12 @@ class RankingModel(nn.Module):
         device = resolve_device(device)
         self.eval().to(device)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
-        on_gpu = device.startswith("cuda")
         out = None
         with kernels_for(device), inference_autocast(device):
             for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", file=sys.stderr,
                               disable=not show_progress_bar):
                 idx = order[start:start + batch_size]
-                batch = self.collate([features[i] for i in idx], 8 if on_gpu else 1)
-                values = self(**{k: v.to(device) for k, v in batch.items()}).float().cpu().numpy()
+                values = self(**self.batch([features[i] for i in idx], device)).float().cpu().numpy()
                 if out is None:
                     out = np.empty((len(features), *values.shape[1:]), dtype=np.float32)
                 out[idx] = values

@@ -33,9 +33,10 @@ class MambaBiEncoder(RankingModel):
     def dimension(self) -> int:
         return self.backbone.config.hidden_size
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, all_layers: bool = False):
-        """Vectors (B, D) for a right-padded batch of texts; with ``all_layers``, also every layer's hidden states."""
-        out = self.hidden(input_ids, attention_mask, token_type_ids, all_layers=all_layers)
+    def forward(self, input_ids, attention_mask, token_type_ids=None, all_layers: bool = False, packing=None):
+        """Vectors (B, D) for a right-padded or packed batch of texts (:meth:`batch`); with ``all_layers``, also
+        every layer's hidden states."""
+        out = self.hidden(input_ids, attention_mask, token_type_ids, all_layers=all_layers, packing=packing)
         hidden, layers = out if all_layers else (out, None)
         vectors = pool(hidden, attention_mask, self.config.pooling).float()
         vectors = torch.nn.functional.normalize(vectors, dim=-1) if self.config.normalize else vectors

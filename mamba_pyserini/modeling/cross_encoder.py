@@ -37,10 +37,11 @@ class MambaCrossEncoder(RankingModel):
                         "so its scores mean nothing until it is trained", path, backbone_config.model_type)
         return config
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        """Scores (B,) for a right-padded batch."""
-        hidden = self.hidden(input_ids, attention_mask, token_type_ids)  # (B, L, D)
-        pooled = pool(hidden, attention_mask, self.config.pooling, token_type_ids)  # (B, D) or, pair, (B, 2, D)
+    def forward(self, input_ids, attention_mask, token_type_ids=None, packing=None):
+        """Scores (B,) for a right-padded or packed batch (:meth:`batch`)."""
+        hidden = self.hidden(input_ids, attention_mask, token_type_ids, packing=packing)  # (B, L, D)
+        types = self.token_types(token_type_ids, packing)
+        pooled = pool(hidden, attention_mask, self.config.pooling, types)  # (B, D) or, pair, (B, 2, D)
         if self.head is None:
             return F.cosine_similarity(pooled[:, 0].float(), pooled[:, 1].float(), dim=-1)  # (B,)
         return self.head(pooled.to(self.head.weight.dtype)).squeeze(-1)  # (B,)

@@ -128,8 +128,8 @@ class Trainer:
             features = self.model.tokenize([q for q in queries for _ in range(a.group_size)], docs)
         else:
             features = self.model.tokenize(queries, True) + self.model.tokenize(docs, False)
-        batch = {k: v.to(self.device) for k, v in self.model.collate(features, 8 if self.on_gpu else 1).items()}
         layers = self.teacher is not None and a.hidden_weight > 0
+        batch = self.model.batch(features, self.device, pack=False if layers else None)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and a.bf16):
             out = model(**batch, all_layers=True) if layers else model(**batch)
         out, states = out if layers else (out, None)
@@ -156,7 +156,7 @@ class Trainer:
         tokens (the two must tokenize alike and have as many layers)."""
         t, a = self.teacher, self.args
         features = t.tokenize(queries, True) + t.tokenize(docs, False)
-        theirs = {k: v.to(self.device) for k, v in t.collate(features, 8 if self.on_gpu else 1).items()}
+        theirs = t.batch(features, self.device, pack=False if states is not None else None)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu and a.bf16):
             target, target_states = t(**theirs, all_layers=True) if states is not None else (t(**theirs), None)
         cosine = torch.nn.functional.cosine_similarity(vectors, target.float(), dim=-1)

@@ -1,0 +1,202 @@
+"""Packed batches: a batch's sequences laid end to end in rows of :data:`ROW_LENGTH` tokens, so little work is spent
+on padding and a step has one of a few shapes.
+
+Mamba-1 (transformers ``MambaModel``) runs packed here with its own weights: the convolution is told where each
+sequence starts (``seq_idx``), and the selective scan's state is reset at each start by making that token's decay
+exactly zero (see :func:`_reset_scan_inputs`); attention models run packed through torch's variable-length flash
+attention (``varlen_attn``), registered with transformers as the ``varlen`` attention implementation. Outputs are
+scattered back to the right-padded (B, L, D) layout, so pooling and heads do not change."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+VARLEN = "varlen"  # transformers attention implementation name of torch's varlen flash attention
+ROW_LENGTH = 1024  # tokens per packed row on GPUs: one scan chunk, and few distinct shapes (rows x 1024)
+RESET_STEP = 2.0**24  # the scan's step at a separator: exp(step * A) is exactly 0 for any |A| > 1e-5
+
+
+@dataclass
+class Packing:
+    """Where each sequence of a batch lies in its packed rows (R, T). ``seq_idx``, ``position_ids`` (R, T): segment
+    number (within its row) and position of every token; the padding at a row's end is a segment of its own, and so
+    is each separator (see :func:`pack`), which ``separators`` (R, T, 1) marks. ``cu_seqlens`` (N + 1,) int32 and
+    ``max_seqlen``: flash attention's segment boundaries in the flattened rows. ``source``, ``index`` (n,): each
+    real token's place in the flattened rows and in the flattened right-padded batch of ``shape`` (B, L)."""
+
+    seq_idx: torch.Tensor
+    position_ids: torch.Tensor
+    separators: torch.Tensor
+    cu_seqlens: torch.Tensor
+    source: torch.Tensor
+    index: torch.Tensor
+    max_seqlen: int
+    shape: tuple[int, int]
+
+    def to(self, device, non_blocking: bool = False) -> "Packing":
+        moved = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name, value in moved.items():
+            if isinstance(value, torch.Tensor):
+                moved[name] = value.to(device, non_blocking=non_blocking)
+        return Packing(**moved)
+
+    def unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """(R, T, ...) values of the packed rows -> (B, L, ...) of the right-padded batch, zeros at the pads."""
+        values = packed.flatten(0, 1)[self.source]
+        out = values.new_zeros(self.shape[0] * self.shape[1], *values.shape[1:])
+        return out.index_copy(0, self.index, values).view(*self.shape, *values.shape[1:])
+
+
+def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | None = None,
+         separators: bool = False) -> dict:
+    """``features`` laid end to end, in order, in rows of ``input_ids`` (and ``token_type_ids``) (R, T), a new row
+    starting where the next sequence would not fit. T is ``row_length`` (or the longest sequence, if longer); without
+    ``row_length`` everything goes in one row of exactly the batch's tokens. With ``separators``, a pad token (its
+    own segment) precedes every sequence that does not begin its row: Mamba-1 resets its scan state there. Returns
+    those, the (B, L) ``attention_mask`` of the right-padded batch and the :class:`Packing`."""
+    lengths = [len(f["input_ids"]) for f in features]
+    gap = int(separators)
+    width = max(lengths)
+    row = max(row_length or sum(lengths) + gap * (len(lengths) - 1), width)
+    rows: list[list[int]] = []
+    filled = row
+    for i, n in enumerate(lengths):
+        if filled + gap * bool(filled) + n > row:
+            rows.append([])
+            filled = 0
+        rows[-1].append(i)
+        filled += gap * bool(filled) + n
+    batch = {key: torch.full((len(rows), row), pad_id if key == "input_ids" else 0) for key in features[0]}
+    seq_idx = torch.zeros(len(rows), row, dtype=torch.int32)
+    position_ids = torch.zeros(len(rows), row, dtype=torch.long)
+    marks = torch.zeros(len(rows), row, 1, dtype=torch.bool)
+    segments, source = [], [0] * len(features)
+    for r, members in enumerate(rows):
+        pieces = []
+        for i in members:
+            pieces += ([("separator", gap)] if pieces else []) + [(i, lengths[i])]
+        pieces.append(("padding", row - sum(n for _, n in pieces)))
+        at = 0
+        for segment, (what, n) in enumerate(p for p in pieces if p[1]):
+            if what == "separator":
+                marks[r, at] = True
+            elif what != "padding":
+                for key, ids in features[what].items():
+                    batch[key][r, at:at + n] = torch.tensor(ids)
+                source[what] = r * row + at
+            seq_idx[r, at:at + n] = segment
+            position_ids[r, at:at + n] = torch.arange(n)
+            segments.append(n)
+            at += n
+    source = torch.cat([torch.arange(start, start + n) for start, n in zip(source, lengths)])
+    index = torch.cat([torch.arange(i * width, i * width + n) for i, n in enumerate(lengths)])
+    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()  # (B, L)
+    packing = Packing(seq_idx=seq_idx, position_ids=position_ids, separators=marks,
+                      cu_seqlens=F.pad(torch.tensor(segments).cumsum(0), (1, 0)).to(torch.int32), source=source,
+                      index=index, max_seqlen=max(segments), shape=(len(features), width))
+    return {**batch, "attention_mask": mask, "packing": packing}
+
+
+def needs_separators(config) -> bool:
+    """Mamba-1 packs with separators (see :func:`pack`); attention needs none."""
+    return config.model_type == "mamba"
+
+
+def can_pack(config, device: str) -> bool:
+    """Whether a backbone with this transformers config can run packed rows on ``device``: Mamba-1 anywhere, an
+    attention model whose attention implementation is :data:`VARLEN` on GPUs (flash attention)."""
+    if config.model_type == "mamba":
+        return True
+    return device.startswith("cuda") and getattr(config, "_attn_implementation", None) == VARLEN
+
+
+def packed_hidden(backbone, input_ids, token_type_ids, packing: Packing) -> torch.Tensor:
+    """Last hidden states (R, T, D) of packed rows."""
+    config = backbone.config
+    if config.model_type == "mamba":
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # under LoRA
+        return mamba_packed(base, input_ids, packing)
+    if getattr(config, "_attn_implementation", None) == VARLEN:
+        register_varlen_attention()
+        extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
+        return backbone(input_ids=input_ids, position_ids=packing.position_ids, cu_seq_lens_q=packing.cu_seqlens,
+                        cu_seq_lens_k=packing.cu_seqlens, max_length_q=packing.max_seqlen,
+                        max_length_k=packing.max_seqlen, **extra).last_hidden_state
+    raise ValueError(f"a {config.model_type} backbone cannot run packed rows")
+
+
+# -- Mamba-1 -------------------------------------------------------------------------------------------------------
+def mamba_packed(model, input_ids, packing: Packing) -> torch.Tensor:
+    """transformers ``MambaModel``'s forward over packed rows, on the path ``_kernels.mamba1_ops`` picks (mamba_ssm's
+    selective scan, causal_conv1d and fused add + RMSNorm on the fast path; PyTorch otherwise)."""
+    from .._kernels import mamba1_ops
+
+    scan, conv, add_norm = mamba1_ops(input_ids.device.type)
+    hidden, residual = model.embeddings(input_ids), None
+    for block in model.layers:
+        hidden, residual = add_norm(hidden, residual, block.norm, block.residual_in_fp32)
+        hidden = _mixer(block.mixer, hidden, packing, scan, conv)
+    return add_norm(hidden, residual, model.norm_f, model.config.residual_in_fp32)[0]
+
+
+def _mixer(mixer, hidden, packing: Packing, scan, conv) -> torch.Tensor:
+    """One ``MambaMixer`` over packed rows (R, T, D) -> (R, T, D). At each separator the scan's step is
+    :data:`RESET_STEP` and its input matrix B is zero, so the decay there, exp(step * A), underflows to exactly 0 and
+    nothing is written: the state entering the next sequence is zero, as in an unpacked run (in the gradients too:
+    nothing flows through a separator)."""
+    di, rank, n = mixer.intermediate_size, mixer.time_step_rank, mixer.ssm_state_size
+    xz = mixer.in_proj(hidden)  # (R, T, 2 di)
+    x = conv(xz[..., :di].contiguous().transpose(1, 2), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias,
+             seq_idx=packing.seq_idx, activation=mixer.activation)  # (R, di, T), channels last
+    dt, B, C = torch.split(mixer.x_proj(x.transpose(1, 2)), [rank, n, n], dim=-1)
+    dt = torch.where(packing.separators.transpose(1, 2), RESET_STEP, mixer.dt_proj.weight @ dt.transpose(1, 2))
+    B = torch.where(packing.separators, 0.0, B)
+    channels = lambda t: t.transpose(1, 2).contiguous()  # noqa: E731  (R, T, c) -> (R, c, T)
+    y = scan(x.contiguous(), dt, -torch.exp(mixer.A_log.float()), channels(B), channels(C), D=mixer.D.float(),
+             z=channels(xz[..., di:]), delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True)
+    return mixer.out_proj(y.transpose(1, 2))
+
+
+def add_norm_reference(hidden, residual, norm, residual_in_fp32: bool):
+    """(normed, residual): transformers' ``MambaBlock`` residual add then RMSNorm, as mamba_ssm's fused
+    ``rms_norm_fn(..., prenorm=True)`` computes them."""
+    residual = hidden if residual is None else residual + hidden
+    residual = residual.float() if residual_in_fp32 else residual
+    return norm(residual.to(norm.weight.dtype)), residual
+
+
+def add_norm_fused(hidden, residual, norm, residual_in_fp32: bool):
+    """mamba_ssm's fused residual add + RMSNorm (Triton)."""
+    from mamba_ssm.ops.triton.layer_norm import rms_norm_fn
+
+    return rms_norm_fn(hidden, norm.weight, None, residual=residual, prenorm=True, residual_in_fp32=residual_in_fp32,
+                       eps=norm.variance_epsilon)
+
+
+# -- attention -----------------------------------------------------------------------------------------------------
+def varlen_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, cu_seq_lens_q=None,
+                     cu_seq_lens_k=None, max_length_q=None, max_length_k=None, **kwargs):
+    """transformers attention function over packed rows (R, H, T, d) with torch's ``varlen_attn``: each sequence
+    attends only within itself (causally for causal models). Returns (R, T, H, d)."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    rows, length = query.shape[0], query.shape[2]
+    # (R T, H, d), in the value's dtype (rotary embeddings leave queries and keys in fp32 under autocast)
+    q, k, v = (t.transpose(1, 2).flatten(0, 1).to(value.dtype) for t in (query, key, value))
+    causal = getattr(module, "is_causal", False)
+    if "window_size" in inspect.signature(varlen_attn).parameters:
+        options = {"window_size": (-1, 0) if causal else (-1, -1)}
+    else:  # torch 2.9-2.11
+        options = {"is_causal": causal}
+    out = varlen_attn(q, k, v, cu_seq_lens_q, cu_seq_lens_k, max_length_q, max_length_k, scale=scaling, **options)
+    return out.view(rows, length, *out.shape[1:]), None
+
+
+def register_varlen_attention() -> None:
+    """Make ``attn_implementation="varlen"`` name :func:`varlen_attention` in transformers."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN, varlen_attention)
