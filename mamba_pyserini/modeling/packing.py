@@ -2,8 +2,8 @@
 on padding and a step has one of a few shapes.
 
 Mamba-1 (transformers ``MambaModel``) runs packed here with its own weights: the convolution is told where each
-sequence starts (``seq_idx``), and the selective scan's state is reset at each start by making that token's decay
-exactly zero (see :func:`_reset_scan_inputs`); attention models run packed through torch's variable-length flash
+sequence starts (``seq_idx``), and the selective scan's state is reset by a separator token before each sequence,
+whose decay is exactly zero (see :func:`_mixer`); attention models run packed through torch's variable-length flash
 attention (``varlen_attn``), registered with transformers as the ``varlen`` attention implementation. Outputs are
 scattered back to the right-padded (B, L, D) layout, so pooling and heads do not change."""
 from __future__ import annotations
