@@ -12,6 +12,7 @@ Reports real (non-pad) tokens/s, sequences/s, peak memory and model FLOPs utilis
 training, 2 x for inference, over the GPU's dense bf16 peak)."""
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import platform
@@ -233,11 +234,19 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
     info(f"{model_name}: {params / 1e6:.1f}M parameters")
     attention = config.model_type not in ("mamba", "mamba2")
     backbone_config = model.backbone.config
-    if attention:  # packed rows need torch's varlen flash attention (GPUs only)
-        backbone_config._attn_implementation = VARLEN
-    packable = can_pack(backbone_config, device)
-    if attention:
-        backbone_config._attn_implementation = "sdpa"
+
+    @contextlib.contextmanager
+    def packed_attention():  # attention models pack through torch's varlen flash attention (GPUs only)
+        if attention:
+            backbone_config._attn_implementation = VARLEN
+        try:
+            yield
+        finally:
+            if attention:
+                backbone_config._attn_implementation = "sdpa"
+
+    with packed_attention():
+        packable = can_pack(backbone_config, device)
 
     def record(workload, config_name, result, flops_per_token):
         mfu = flops_per_token * params * result["tokens_per_s"] / peak if peak else None
@@ -246,26 +255,17 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
         info(f"  {workload:<12}{config_name:<10}{result['seq_per_s']:10.1f} seq/s"
              f"{result['tokens_per_s']:12.0f} tok/s")
 
-    def packed(run):  # run(...) with the backbone set up for packed rows
-        if attention:
-            backbone_config._attn_implementation = VARLEN
-        try:
-            return run()
-        finally:
-            if attention:
-                backbone_config._attn_implementation = "sdpa"
-
     batches = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in steps_pairs]
     if "train" in workloads:
         for config_name in ("padded", "rounded", "bucketed") + (("packed",) if packable else ()):
             bench.reset()
-            run = lambda: bench.train(model, batches, config_name)  # noqa: E731
-            record("train", config_name, packed(run) if config_name == "packed" else run(), 6)
+            with packed_attention() if config_name == "packed" else contextlib.nullcontext():
+                record("train", config_name, bench.train(model, batches, config_name), 6)
     if "rerank" in workloads:
         for config_name in ("sorted",) + (("packed",) if packable else ()):
             bench.reset()
-            run = lambda: bench.rerank(model, rerank_pairs, pack=config_name == "packed")  # noqa: E731
-            record("rerank", config_name, packed(run) if config_name == "packed" else run(), 2)
+            with packed_attention() if config_name == "packed" else contextlib.nullcontext():
+                record("rerank", config_name, bench.rerank(model, rerank_pairs, pack=config_name == "packed"), 2)
     if "sweep" in workloads:
         limit = getattr(config, "max_position_embeddings", None) or max(SWEEP)
         for length in [n for n in (SWEEP if not small else SWEEP[:2]) if n <= limit]:
@@ -279,8 +279,8 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
                 info(f"  sweep-{length}: out of memory")
     if packable:
         precisions = ("bf16",) if attention else ("fp32", "bf16")  # flash attention has no fp32
-        checks[model_name] = {"packed_vs_padded": packed(lambda: bench.check_packing(model, batches[0],
-                                                                                     precisions))}
+        with packed_attention():
+            checks[model_name] = {"packed_vs_padded": bench.check_packing(model, batches[0], precisions)}
         if check_steps and model_name == OURS:
             curves = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in training_steps(check_steps, 1)]
             checks[model_name]["loss_curves"] = bench.loss_curves(make_model, curves)

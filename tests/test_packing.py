@@ -1,25 +1,20 @@
 """Packed batches (sequences end to end in rows, Mamba-1 scan state reset at separators) score and train as
 right-padded ones, on the PyTorch path that CPUs run."""
-from pathlib import Path
-
 import pytest
 import torch
-from transformers import AutoTokenizer, MambaConfig
 
 import mamba_pyserini.modeling.packing as packing
 from mamba_pyserini._kernels import kernels_for, packs
 from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
 from mamba_pyserini.modeling.packing import pack
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from conftest import tiny_backbone_config
 
 
 @pytest.fixture(scope="module")
-def model_and_features():
-    tokenizer = AutoTokenizer.from_pretrained(FIXTURES / "gpt-neox-20b-tokenizer")
+def model_and_features(neox_tokenizer):
     torch.manual_seed(0)
-    model = MambaCrossEncoder.from_backbone_config(
-        MambaConfig(vocab_size=50280, hidden_size=64, num_hidden_layers=2, state_size=16), tokenizer)
+    model = MambaCrossEncoder.from_backbone_config(tiny_backbone_config("mamba", len(neox_tokenizer)), neox_tokenizer)
     features = model.tokenize(["what is a cat"] * 4, ["a cat is an animal " * k for k in (1, 3, 7, 2)])
     return model, features
 

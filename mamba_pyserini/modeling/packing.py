@@ -9,7 +9,7 @@ scattered back to the right-padded (B, L, D) layout, so pooling and heads do not
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -37,11 +37,8 @@ class Packing:
     shape: tuple[int, int]
 
     def to(self, device, non_blocking: bool = False) -> "Packing":
-        moved = {f.name: getattr(self, f.name) for f in fields(self)}
-        for name, value in moved.items():
-            if isinstance(value, torch.Tensor):
-                moved[name] = value.to(device, non_blocking=non_blocking)
-        return Packing(**moved)
+        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                                for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)})
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
         """(R, T, ...) values of the packed rows -> (B, L, ...) of the right-padded batch, zeros at the pads."""

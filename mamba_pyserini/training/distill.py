@@ -152,7 +152,7 @@ def align_mixers(backbone, teacher, texts: list[str], steps: int, batch_size: in
     with kernels_for(device):
         for step in range(1, steps + 1):
             features = teacher.tokenize([texts[rng.randrange(len(texts))] for _ in range(batch_size)], False)
-            batch = {k: v.to(device) for k, v in teacher.collate(features, 8 if on_gpu else 1).items()}
+            batch = teacher.batch(features, device, pack=False)  # every layer's states need padded batches
             mask = batch["attention_mask"]
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
                 with torch.no_grad():
