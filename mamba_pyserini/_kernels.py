@@ -1,4 +1,5 @@
-"""The only place that probes for mamba_ssm / causal_conv1d and decides the kernel path and inference precision."""
+"""The only place that probes for mamba_ssm / causal_conv1d and decides the kernel path, packing, CUDA graphs and
+inference precision."""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +11,7 @@ import os
 
 log = logging.getLogger("mamba_pyserini")
 FP32_ENV = "MAMBA_PYSERINI_FP32"  # =1: inference in fp32 everywhere
+GRAPHS_ENV = "MAMBA_PYSERINI_CUDA_GRAPHS"  # =0: packed Mamba-1 layers run eagerly, without CUDA graphs
 
 
 @functools.cache
@@ -79,6 +81,12 @@ def packs(device: str, config) -> bool:
     from .modeling.packing import can_pack
 
     return can_pack(config, device) and (config.model_type != "mamba" or kernel_path(device) == "fast")
+
+
+def cuda_graphs(device: str) -> bool:
+    """Whether packed Mamba-1 layers replay CUDA graphs (``modeling/cuda_graphs.py``): on the fast path, unless the
+    environment sets ``MAMBA_PYSERINI_CUDA_GRAPHS=0``."""
+    return kernel_path(device) == "fast" and os.environ.get(GRAPHS_ENV) != "0"
 
 
 MAMBA_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.models.mamba2.modeling_mamba2")

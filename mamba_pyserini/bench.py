@@ -5,7 +5,10 @@ Workloads (each model tokenizes with its own tokenizer and template, max length 
 - ``train``: steps of 8 MS MARCO training queries x (1 + 7) passages, forward + backward of the group softmax loss +
   fused AdamW, bf16 autocast on GPU; batched ``padded`` (one batch padded to a multiple of 8), ``rounded`` (padded to
   a multiple of 128: at most four shapes, so autotuning and cuBLAS heuristics run once per shape) or ``bucketed``
-  (length-sorted micro-batches of at most ``--bucket-tokens`` padded tokens, one loss over all of them).
+  (length-sorted micro-batches of at most ``--bucket-tokens`` padded tokens, one loss over all of them); and, where
+  the model can pack (``modeling/packing.py``), ``packed`` (rows of 1,024 tokens; Mamba-1 replays CUDA graphs) and,
+  for Mamba-1, ``packed-eager`` (the same without CUDA graphs). Every configuration is timed after an untimed pass
+  over the same steps.
 - ``rerank``: the bundled DL19 BM25 top-100 (4,300 pairs) through ``MambaCrossEncoder.predict``, tokenization included.
 - ``sweep``: training steps of 32k tokens in sequences of one uniform length, 128 to 2,048 tokens.
 Reports real (non-pad) tokens/s, sequences/s, peak memory and model FLOPs utilisation (6 x params x tokens for
@@ -15,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 import platform
 import random
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import click
 
@@ -86,19 +91,19 @@ class Bench:
             self.torch.cuda.reset_peak_memory_stats()
 
     def train(self, model, batches: list[list[dict]], config: str) -> dict:
-        """Time ``len(batches)`` optimizer steps (after two untimed ones) on pre-tokenized features."""
-        began, tokens, seqs = None, 0, 0
+        """Time ``len(batches)`` optimizer steps on pre-tokenized features, after an untimed pass over the same
+        steps (every shape's kernels, autotuning and CUDA graphs ready, as in a long training run)."""
         optimizer = self.optimizer(model)
-        for i, features in enumerate(batches[:2] + batches):
-            if i == 2:
-                self.sync()
-                began, tokens, seqs = time.perf_counter(), 0, 0
+        for features in batches:
             self.step(model, optimizer, features, config)
-            tokens += sum(len(f["input_ids"]) for f in features)  # counted on the host: no sync
-            seqs += len(features)
+        self.sync()
+        began = time.perf_counter()
+        for features in batches:
+            self.step(model, optimizer, features, config)
         self.sync()
         elapsed = time.perf_counter() - began
-        return {"seq_per_s": seqs / elapsed, "tokens_per_s": tokens / elapsed}
+        tokens = sum(len(f["input_ids"]) for features in batches for f in features)
+        return {"seq_per_s": sum(map(len, batches)) / elapsed, "tokens_per_s": tokens / elapsed}
 
     def optimizer(self, model):
         return self.torch.optim.AdamW(model.parameters(), lr=1e-5, fused=self.on_gpu or None)
@@ -116,7 +121,7 @@ class Bench:
                     batch = {k: v.to(self.device, non_blocking=True)
                              for k, v in model.collate(chunk, 128 if self.on_gpu else 1).items()}
                 else:
-                    batch = model.batch(chunk, self.device, pack=config == "packed")
+                    batch = model.batch(chunk, self.device, pack=config.startswith("packed"))
                 parts.append((idx, model(**batch).float()))
             scores = torch.zeros(len(features), device=self.device)
             for idx, part in parts:
@@ -142,7 +147,7 @@ class Bench:
 
     def rerank(self, model, pairs, pack: bool) -> dict:
         model.packing = pack
-        model.predict(pairs[:256], batch_size=128, device=self.device)  # warm-up (kernels, autotuning)
+        model.predict(pairs, batch_size=128, device=self.device)  # warm-up: every shape's kernels and graphs
         self.sync()
         began = time.perf_counter()
         model.predict(pairs, batch_size=128, device=self.device)
@@ -152,9 +157,11 @@ class Bench:
         tokens = sum(len(f["input_ids"]) for f in model.tokenize([q for q, _ in pairs], [d for _, d in pairs]))
         return {"seq_per_s": len(pairs) / elapsed, "tokens_per_s": tokens / elapsed}
 
-    def check_packing(self, model, features: list[dict], precisions=("fp32", "bf16")) -> dict:
-        """Largest difference between packed and right-padded scores of the same pairs, relative to the largest
-        score, in fp32 and/or under bf16 autocast."""
+    def check_packing(self, model, features: list[dict], precisions=("fp32", "bf16"),
+                      packed=contextlib.nullcontext) -> dict:
+        """Largest difference between packed (run inside the ``packed()`` context) and right-padded scores of the
+        same pairs, relative to the largest score, in fp32 and/or under bf16 autocast; beside it, the noise floor of
+        padding the batch's two halves separately (other matrix shapes, so other kernels and summation orders)."""
         torch = self.torch
         model.eval()
         out = {}
@@ -163,10 +170,14 @@ class Bench:
             with torch.no_grad(), torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
                                                  enabled=precision == "bf16"):
                 for pack in (False, True):
-                    scores[precision, pack] = model(**model.batch(features, self.device, pack=pack)).float()
+                    with packed() if pack else contextlib.nullcontext():
+                        scores[precision, pack] = model(**model.batch(features, self.device, pack=pack)).float()
+                half = len(features) // 2
+                scores[precision, "halves"] = torch.cat([model(**model.batch(part, self.device, pack=False)).float()
+                                                         for part in (features[:half], features[half:])])
             padded = scores[precision, False]
-            out[f"{precision}_max_rel_diff"] = float((scores[precision, True] - padded).abs().max()
-                                                     / padded.abs().max())
+            for key, name in ((True, "max_rel_diff"), ("halves", "padded_halves_max_rel_diff")):
+                out[f"{precision}_{name}"] = float((scores[precision, key] - padded).abs().max() / padded.abs().max())
         if len(precisions) == 2:  # how far bf16 itself moves the padded scores: the scale bf16 differences live on
             padded = scores["fp32", False]
             out["bf16_padded_vs_fp32"] = float((scores["bf16", False] - padded).abs().max() / padded.abs().max())
@@ -219,6 +230,7 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
                  workloads, rows, checks, check_steps):
     import torch
 
+    from ._kernels import GRAPHS_ENV, cuda_graphs
     from .modeling.cross_encoder import MambaCrossEncoder
     from .modeling.packing import VARLEN, can_pack
 
@@ -247,6 +259,15 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
 
     with packed_attention():
         packable = can_pack(backbone_config, device)
+    packed = ("packed",) if packable else ()
+    if packable and not attention and cuda_graphs(device):
+        packed += ("packed-eager",)  # the same packed path without CUDA graphs: what the graphs are worth
+
+    @contextlib.contextmanager
+    def batching(config_name):  # the settings a configuration runs under
+        with packed_attention() if config_name in packed else contextlib.nullcontext(), \
+                patch.dict(os.environ, {GRAPHS_ENV: "0"} if config_name == "packed-eager" else {}):
+            yield
 
     def record(workload, config_name, result, flops_per_token):
         mfu = flops_per_token * params * result["tokens_per_s"] / peak if peak else None
@@ -257,15 +278,15 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
 
     batches = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in steps_pairs]
     if "train" in workloads:
-        for config_name in ("padded", "rounded", "bucketed") + (("packed",) if packable else ()):
+        for config_name in ("padded", "rounded", "bucketed") + packed:
             bench.reset()
-            with packed_attention() if config_name == "packed" else contextlib.nullcontext():
+            with batching(config_name):
                 record("train", config_name, bench.train(model, batches, config_name), 6)
     if "rerank" in workloads:
-        for config_name in ("sorted",) + (("packed",) if packable else ()):
+        for config_name in ("sorted",) + packed:
             bench.reset()
-            with packed_attention() if config_name == "packed" else contextlib.nullcontext():
-                record("rerank", config_name, bench.rerank(model, rerank_pairs, pack=config_name == "packed"), 2)
+            with batching(config_name):
+                record("rerank", config_name, bench.rerank(model, rerank_pairs, pack=config_name in packed), 2)
     if "sweep" in workloads:
         limit = getattr(config, "max_position_embeddings", None) or max(SWEEP)
         for length in [n for n in (SWEEP if not small else SWEEP[:2]) if n <= limit]:
@@ -279,8 +300,7 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
                 info(f"  sweep-{length}: out of memory")
     if packable:
         precisions = ("bf16",) if attention else ("fp32", "bf16")  # flash attention has no fp32
-        with packed_attention():
-            checks[model_name] = {"packed_vs_padded": bench.check_packing(model, batches[0], precisions)}
+        checks[model_name] = {"packed_vs_padded": bench.check_packing(model, batches[0], precisions, packed_attention)}
         if check_steps and model_name == OURS:
             curves = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in training_steps(check_steps, 1)]
             checks[model_name]["loss_curves"] = bench.loss_curves(make_model, curves)

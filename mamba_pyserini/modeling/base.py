@@ -16,7 +16,7 @@ from .._kernels import inference_autocast, kernels_for, packs
 from ..config import CONFIG_KEY, MambaRankerConfig
 from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
                        resolve_checkpoint)
-from .packing import ROW_LENGTH, needs_separators, packed_hidden
+from .packing import ROW_LENGTH, packed_hidden, separator_tokens
 from .packing import pack as pack_features
 
 log = logging.getLogger("mamba_pyserini")
@@ -132,7 +132,7 @@ class RankingModel(nn.Module):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        out = self.backbone(**inputs, output_hidden_states=all_layers)
+        out = self.backbone(**inputs, output_hidden_states=all_layers, use_cache=False)  # a cache would cost time
         return (out.last_hidden_state, out.hidden_states) if all_layers else out.last_hidden_state
 
     def pad_id(self) -> int:
@@ -163,7 +163,7 @@ class RankingModel(nn.Module):
         pack = self.packing if pack is None else pack
         if packs(device, self.backbone.config) if pack is None else pack:
             batch = pack_features(features, self.pad_id(), ROW_LENGTH if on_gpu else None,
-                                  needs_separators(self.backbone.config))
+                                  separator_tokens(self.backbone.config))
         else:
             batch = self.collate(features, 8 if on_gpu else 1)
         return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

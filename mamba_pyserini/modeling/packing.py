@@ -1,13 +1,14 @@
 """Packed batches: a batch's sequences laid end to end in rows of :data:`ROW_LENGTH` tokens, so little work is spent
 on padding and a step has one of a few shapes.
 
-Mamba-1 (transformers ``MambaModel``) runs packed here with its own weights: the convolution is told where each
-sequence starts (``seq_idx``), and the selective scan's state is reset by a separator token before each sequence,
-whose decay is exactly zero (see :func:`_mixer`); attention models run packed through torch's variable-length flash
+Mamba-1 (transformers ``MambaModel``) runs packed here with its own weights, channels first as mamba_ssm's kernels
+want them: separator tokens before each sequence zero the convolution's inputs and reset the selective scan's
+state with a decay of exactly zero (see :func:`_mixer`); attention models run packed through torch's variable-length flash
 attention (``varlen_attn``), registered with transformers as the ``varlen`` attention implementation. Outputs are
 scattered back to the right-padded (B, L, D) layout, so pooling and heads do not change."""
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, fields, replace
 
@@ -21,13 +22,12 @@ RESET_STEP = 2.0**24  # the scan's step at a separator: exp(step * A) is exactly
 
 @dataclass
 class Packing:
-    """Where each sequence of a batch lies in its packed rows (R, T). ``seq_idx``, ``position_ids`` (R, T): segment
-    number (within its row) and position of every token; the padding at a row's end is a segment of its own, and so
-    is each separator (see :func:`pack`), which ``separators`` (R, T, 1) marks. ``cu_seqlens`` (N + 1,) int32 and
-    ``max_seqlen``: flash attention's segment boundaries in the flattened rows. ``source``, ``index`` (n,): each
-    real token's place in the flattened rows and in the flattened right-padded batch of ``shape`` (B, L)."""
+    """Where each sequence of a batch lies in its packed rows (R, T). ``position_ids`` (R, T): each token's position
+    in its sequence (0 elsewhere); ``separators`` (R, 1, T): the separator tokens (see :func:`pack`), broadcast over channels.
+    ``cu_seqlens`` (N + 1,) int32 and ``max_seqlen``: flash attention's segment boundaries in the flattened rows
+    (each sequence, each run of separators and the padding at a row's end is a segment). ``source``, ``index`` (n,):
+    each real token's place in the flattened rows and in the flattened right-padded batch of ``shape`` (B, L)."""
 
-    seq_idx: torch.Tensor
     position_ids: torch.Tensor
     separators: torch.Tensor
     cu_seqlens: torch.Tensor
@@ -48,14 +48,14 @@ class Packing:
 
 
 def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | None = None,
-         separators: bool = False) -> dict:
+         separators: int = 0) -> dict:
     """``features`` laid end to end, in order, in rows of ``input_ids`` (and ``token_type_ids``) (R, T), a new row
     starting where the next sequence would not fit. T is ``row_length`` (or the longest sequence, if longer); without
-    ``row_length`` everything goes in one row of exactly the batch's tokens. With ``separators``, a pad token (its
-    own segment) precedes every sequence that does not begin its row: Mamba-1 resets its scan state there. Returns
-    those, the (B, L) ``attention_mask`` of the right-padded batch and the :class:`Packing`."""
+    ``row_length`` everything goes in one row of exactly the batch's tokens. ``separators`` pad tokens precede every
+    sequence that does not begin its row (Mamba-1 needs :func:`separator_tokens`). Returns those, the (B, L)
+    ``attention_mask`` of the right-padded batch and the :class:`Packing`."""
     lengths = [len(f["input_ids"]) for f in features]
-    gap = int(separators)
+    gap = separators
     width = max(lengths)
     row = max(row_length or sum(lengths) + gap * (len(lengths) - 1), width)
     rows: list[list[int]] = []
@@ -67,9 +67,8 @@ def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | No
         rows[-1].append(i)
         filled += gap * bool(filled) + n
     batch = {key: torch.full((len(rows), row), pad_id if key == "input_ids" else 0) for key in features[0]}
-    seq_idx = torch.zeros(len(rows), row, dtype=torch.int32)
     position_ids = torch.zeros(len(rows), row, dtype=torch.long)
-    marks = torch.zeros(len(rows), row, 1, dtype=torch.bool)
+    marks = torch.zeros(len(rows), 1, row, dtype=torch.bool)
     segments, source = [], [0] * len(features)
     for r, members in enumerate(rows):
         pieces = []
@@ -77,29 +76,29 @@ def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | No
             pieces += ([("separator", gap)] if pieces else []) + [(i, lengths[i])]
         pieces.append(("padding", row - sum(n for _, n in pieces)))
         at = 0
-        for segment, (what, n) in enumerate(p for p in pieces if p[1]):
+        for what, n in (p for p in pieces if p[1]):
             if what == "separator":
-                marks[r, at] = True
+                marks[r, 0, at:at + n] = True
             elif what != "padding":
                 for key, ids in features[what].items():
                     batch[key][r, at:at + n] = torch.tensor(ids)
                 source[what] = r * row + at
-            seq_idx[r, at:at + n] = segment
-            position_ids[r, at:at + n] = torch.arange(n)
+                position_ids[r, at:at + n] = torch.arange(n)  # separators and padding stay at 0
             segments.append(n)
             at += n
     source = torch.cat([torch.arange(start, start + n) for start, n in zip(source, lengths)])
     index = torch.cat([torch.arange(i * width, i * width + n) for i, n in enumerate(lengths)])
     mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()  # (B, L)
-    packing = Packing(seq_idx=seq_idx, position_ids=position_ids, separators=marks,
+    packing = Packing(position_ids=position_ids, separators=marks,
                       cu_seqlens=F.pad(torch.tensor(segments).cumsum(0), (1, 0)).to(torch.int32), source=source,
                       index=index, max_seqlen=max(segments), shape=(len(features), width))
     return {**batch, "attention_mask": mask, "packing": packing}
 
 
-def needs_separators(config) -> bool:
-    """Mamba-1 packs with separators (see :func:`pack`); attention needs none."""
-    return config.model_type == "mamba"
+def separator_tokens(config) -> int:
+    """Separators before each packed sequence (see :func:`pack`): Mamba-1 needs as many as its convolution looks back
+    (``conv_kernel - 1``: their inputs are zeroed, as the padding before an unpacked sequence); attention none."""
+    return config.conv_kernel - 1 if config.model_type == "mamba" else 0
 
 
 def can_pack(config, device: str) -> bool:
@@ -121,40 +120,74 @@ def packed_hidden(backbone, input_ids, token_type_ids, packing: Packing) -> torc
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         return backbone(input_ids=input_ids, position_ids=packing.position_ids, cu_seq_lens_q=packing.cu_seqlens,
                         cu_seq_lens_k=packing.cu_seqlens, max_length_q=packing.max_seqlen,
-                        max_length_k=packing.max_seqlen, **extra).last_hidden_state
+                        max_length_k=packing.max_seqlen, use_cache=False, **extra).last_hidden_state
     raise ValueError(f"a {config.model_type} backbone cannot run packed rows")
 
 
 # -- Mamba-1 -------------------------------------------------------------------------------------------------------
 def mamba_packed(model, input_ids, packing: Packing) -> torch.Tensor:
     """transformers ``MambaModel``'s forward over packed rows, on the path ``_kernels.mamba1_ops`` picks (mamba_ssm's
-    selective scan, causal_conv1d and fused add + RMSNorm on the fast path; PyTorch otherwise)."""
-    from .._kernels import mamba1_ops
+    selective scan, causal_conv1d and fused add + RMSNorm on the fast path; PyTorch otherwise), its layers replayed
+    from a CUDA graph where ``_kernels.cuda_graphs`` says (``modeling/cuda_graphs.py``)."""
+    from .._kernels import cuda_graphs, mamba1_ops
+    from .cuda_graphs import graphed
 
-    scan, conv, add_norm = mamba1_ops(input_ids.device.type)
-    hidden, residual = model.embeddings(input_ids), None
+    device = input_ids.device.type
+    layers = functools.partial(mamba_layers, model, mamba1_ops(device))
+    args = (model.embeddings(input_ids), packing.separators)
+    if cuda_graphs(device):
+        return graphed(model, layers, [model.layers, model.norm_f], args)
+    return layers(*args)
+
+
+def mamba_layers(model, ops, hidden, separators) -> torch.Tensor:
+    """``MambaModel``'s layers and final norm over packed rows of embeddings (R, T, D), with ``ops`` = (selective_scan,
+    causal_conv1d, add_norm)."""
+    scan, conv, add_norm = ops
+    residual = None
     for block in model.layers:
         hidden, residual = add_norm(hidden, residual, block.norm, block.residual_in_fp32)
-        hidden = _mixer(block.mixer, hidden, packing, scan, conv)
+        hidden = _mixer(block.mixer, hidden, separators, scan, conv)
     return add_norm(hidden, residual, model.norm_f, model.config.residual_in_fp32)[0]
 
 
-def _mixer(mixer, hidden, packing: Packing, scan, conv) -> torch.Tensor:
-    """One ``MambaMixer`` over packed rows (R, T, D) -> (R, T, D). At each separator the scan's step is
-    :data:`RESET_STEP` and its input matrix B is zero, so the decay there, exp(step * A), underflows to exactly 0 and
-    nothing is written: the state entering the next sequence is zero, as in an unpacked run (in the gradients too:
-    nothing flows through a separator)."""
+def _mixer(mixer, hidden, separators, scan, conv) -> torch.Tensor:
+    """One ``MambaMixer`` over packed rows (R, T, D) -> (R, T, D), channels first inside (R, C, T), as the kernels want
+    them, so that nothing is transposed in memory. ``separators`` (R, 1, T): the convolution's inputs there are zero,
+    as the padding before an unpacked sequence; the scan's step there is :data:`RESET_STEP` and its input matrix B
+    zero, so the decay, exp(step * A), underflows to exactly 0 and nothing is written: the state entering the next
+    sequence is zero, as in an unpacked run (in the gradients too: nothing flows through a separator)."""
     di, rank, n = mixer.intermediate_size, mixer.time_step_rank, mixer.ssm_state_size
-    xz = mixer.in_proj(hidden)  # (R, T, 2 di)
-    x = conv(xz[..., :di].contiguous().transpose(1, 2), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias,
-             seq_idx=packing.seq_idx, activation=mixer.activation)  # (R, di, T), channels last
-    dt, B, C = torch.split(mixer.x_proj(x.transpose(1, 2)), [rank, n, n], dim=-1)
-    dt = torch.where(packing.separators.transpose(1, 2), RESET_STEP, mixer.dt_proj.weight @ dt.transpose(1, 2))
-    B = torch.where(packing.separators, 0.0, B)
-    channels = lambda t: t.transpose(1, 2).contiguous()  # noqa: E731  (R, T, c) -> (R, c, T)
-    y = scan(x.contiguous(), dt, -torch.exp(mixer.A_log.float()), channels(B), channels(C), D=mixer.D.float(),
-             z=channels(xz[..., di:]), delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True)
-    return mixer.out_proj(y.transpose(1, 2))
+    x, z = _project(mixer.in_proj, hidden.transpose(1, 2)).split(di, dim=1)  # (R, di, T) each
+    x = conv(torch.where(separators, 0.0, x), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias,
+             activation=mixer.activation)
+    dt, B, C = _project(mixer.x_proj, x).split([rank, n, n], dim=1)
+    dt = torch.where(separators, RESET_STEP, _matmul(mixer.dt_proj.weight, dt))  # the scan adds the bias
+    y = scan(x, dt, -torch.exp(mixer.A_log.float()), torch.where(separators, 0.0, B), C, D=mixer.D.float(), z=z,
+             delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True)
+    return _project(mixer.out_proj, y, channels_last=True)
+
+
+def _project(linear, x, channels_last: bool = False) -> torch.Tensor:
+    """``linear`` over the channels of ``x`` (R, C_in, T) -> (R, C_out, T), or (R, T, C_out) with ``channels_last``:
+    a plain ``nn.Linear`` through :func:`_matmul`, other modules (LoRA) through their forward on a transposed view."""
+    if type(linear) is not torch.nn.Linear:
+        out = linear(x.transpose(1, 2))
+        return out if channels_last else out.transpose(1, 2)
+    out = _matmul(linear.weight, x, channels_last)
+    if linear.bias is None:
+        return out
+    return out + linear.bias.to(out.dtype)[(None, None) if channels_last else (slice(None), None)]
+
+
+def _matmul(weight, x, channels_last: bool = False) -> torch.Tensor:
+    """``weight`` (C_out, C_in) times each row of ``x`` (R, C_in, T) as it lies in memory (no transposed copies), the
+    weight cast once to the autocast dtype: (R, C_out, T), or (R, T, C_out) with ``channels_last``."""
+    if torch.is_autocast_enabled(x.device.type):
+        weight = weight.to(torch.get_autocast_dtype(x.device.type))
+    if channels_last:
+        return torch.bmm(x.transpose(1, 2), weight.t().expand(x.shape[0], *weight.t().shape))
+    return torch.bmm(weight.expand(x.shape[0], *weight.shape), x)
 
 
 def add_norm_reference(hidden, residual, norm, residual_in_fp32: bool):
@@ -181,7 +214,7 @@ def varlen_attention(module, query, key, value, attention_mask, scaling=None, dr
     from torch.nn.attention.varlen import varlen_attn
 
     rows, length = query.shape[0], query.shape[2]
-    # (R T, H, d), in the value's dtype (rotary embeddings leave queries and keys in fp32 under autocast)
+    # (R T, H, d), in the value's dtype (partial rotary embeddings leave queries and keys in fp32 under autocast)
     q, k, v = (t.transpose(1, 2).flatten(0, 1).to(value.dtype) for t in (query, key, value))
     causal = getattr(module, "is_causal", False)
     if "window_size" in inspect.signature(varlen_attn).parameters:
