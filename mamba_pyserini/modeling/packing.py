@@ -3,8 +3,8 @@ on padding and a step has one of a few shapes.
 
 Mamba-1 (transformers ``MambaModel``) runs packed here with its own weights, channels first as mamba_ssm's kernels
 want them: separator tokens before each sequence zero the convolution's inputs and reset the selective scan's
-state with a decay of exactly zero (see :func:`_mixer`); attention models run packed through torch's variable-length flash
-attention (``varlen_attn``), registered with transformers as the ``varlen`` attention implementation. Outputs are
+state with a decay of exactly zero (see :func:`_mixer`); attention models run packed through torch's variable-length
+flash attention (``varlen_attn``), registered with transformers as the ``varlen`` attention implementation. Outputs are
 scattered back to the right-padded (B, L, D) layout, so pooling and heads do not change."""
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ RESET_STEP = 2.0**24  # the scan's step at a separator: exp(step * A) is exactly
 @dataclass
 class Packing:
     """Where each sequence of a batch lies in its packed rows (R, T). ``position_ids`` (R, T): each token's position
-    in its sequence (0 elsewhere); ``separators`` (R, 1, T): the separator tokens (see :func:`pack`), broadcast over channels.
+    in its sequence (0 elsewhere); ``separators`` (R, 1, T): the separator tokens (see :func:`pack`), broadcast over
+    channels.
     ``cu_seqlens`` (N + 1,) int32 and ``max_seqlen``: flash attention's segment boundaries in the flattened rows
     (each sequence, each run of separators and the padding at a row's end is a segment). ``source``, ``index`` (n,):
     each real token's place in the flattened rows and in the flattened right-padded batch of ``shape`` (B, L)."""
