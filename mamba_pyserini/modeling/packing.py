@@ -134,22 +134,23 @@ def mamba_packed(model, input_ids, packing: Packing) -> torch.Tensor:
     from .cuda_graphs import graphed
 
     device = input_ids.device.type
-    layers = functools.partial(mamba_layers, model, mamba1_ops(device))
+    # the layers, not the model: the model's graph cache must not keep the model alive
+    layers = functools.partial(mamba_layers, model.layers, model.norm_f, mamba1_ops(device))
     args = (model.embeddings(input_ids), packing.separators)
     if cuda_graphs(device):
         return graphed(model, layers, [model.layers, model.norm_f], args)
     return layers(*args)
 
 
-def mamba_layers(model, ops, hidden, separators) -> torch.Tensor:
-    """``MambaModel``'s layers and final norm over packed rows of embeddings (R, T, D), with ``ops`` = (selective_scan,
-    causal_conv1d, add_norm)."""
+def mamba_layers(layers, norm_f, ops, hidden, separators) -> torch.Tensor:
+    """``MambaModel``'s ``layers`` and final norm over packed rows of embeddings (R, T, D), with ``ops`` =
+    (selective_scan, causal_conv1d, add_norm)."""
     scan, conv, add_norm = ops
     residual = None
-    for block in model.layers:
+    for block in layers:
         hidden, residual = add_norm(hidden, residual, block.norm, block.residual_in_fp32)
         hidden = _mixer(block.mixer, hidden, separators, scan, conv)
-    return add_norm(hidden, residual, model.norm_f, model.config.residual_in_fp32)[0]
+    return add_norm(hidden, residual, norm_f, layers[-1].residual_in_fp32)[0]
 
 
 def _mixer(mixer, hidden, separators, scan, conv) -> torch.Tensor:
