@@ -2,7 +2,7 @@
 forward (and backward) kernels are captured once per shape and replayed as one launch, instead of hundreds of small
 launches from Python per step.
 
-One graph per (shape, grad mode, autocast state, trainable parameters), captured on first sight with
+One graph per (shapes, grad and inference mode, autocast state, trainable parameters), captured on first sight with
 ``torch.cuda.make_graphed_callables``. A model's training graphs share one memory pool and its inference graphs
 another; a replay overwrites the previous replay's saved activations, so while a graphed training forward awaits
 its backward, further forwards of that model run eagerly (correct, just slower). A capture that fails is logged
