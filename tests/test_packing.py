@@ -67,6 +67,21 @@ def test_packed_scores_and_gradients_match_padded(model_and_features, row_length
         torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_packed_scores_match_padded_with_biased_projections(neox_tokenizer):
+    """With a bias on the input projection, zeroing the separators' inputs before it does not zero them after."""
+    torch.manual_seed(0)
+    config = tiny_backbone_config("mamba", len(neox_tokenizer))
+    config.use_bias = True
+    model = MambaCrossEncoder.from_backbone_config(config, neox_tokenizer)
+    assert model.backbone.layers[0].mixer.in_proj.bias is not None
+    features = model.tokenize(["what is a cat"] * 3, ["a cat is an animal " * k for k in (1, 4, 2)])
+    padded, padded_grads = scores_and_grads(model, model.batch(features, "cpu", pack=False))
+    scores, packed_grads = scores_and_grads(model, packed(model, features))
+    torch.testing.assert_close(scores, padded, rtol=1e-5, atol=1e-6)
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 @pytest.mark.parametrize("leak", ["scan state", "convolution"])
 def test_without_the_reset_or_enough_separators_sequences_leak_into_each_other(model_and_features, monkeypatch,
                                                                                leak):

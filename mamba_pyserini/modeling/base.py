@@ -5,6 +5,7 @@ import json
 import logging
 import os
 import sys
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -16,11 +17,12 @@ from .._kernels import inference_autocast, kernels_for, packs
 from ..config import CONFIG_KEY, MambaRankerConfig
 from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
                        resolve_checkpoint)
-from .packing import ROW_LENGTH, packed_hidden, separator_tokens
+from .packing import ROW_LENGTH, packed_hidden, separator_tokens, to_device
 from .packing import pack as pack_features
 
 log = logging.getLogger("mamba_pyserini")
 ST_MODULES = "modules.json"  # marks a sentence-transformers model directory
+AHEAD = 4  # batches the CPU may run ahead of the GPU in inference
 
 
 def resolve_device(device: str | None) -> str:
@@ -166,7 +168,8 @@ class RankingModel(nn.Module):
                                   separator_tokens(self.backbone.config))
         else:
             batch = self.collate(features, 8 if on_gpu else 1)
-        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(device, non_blocking=True) if k == "packing" else to_device(v, device, non_blocking=True)
+                for k, v in batch.items()}
 
     @staticmethod
     def token_types(token_type_ids, packing):
@@ -179,7 +182,8 @@ class RankingModel(nn.Module):
     def run_sorted(self, features: list[dict], batch_size: int, device: str | None, desc: str,
                    show_progress_bar: bool = False) -> np.ndarray:
         """``self(**batch)`` over ``features`` in length-sorted batches (bf16 autocast on GPUs and bf16-capable CPUs:
-        ``_kernels.inference_bf16``), as float32 rows in the input order."""
+        ``_kernels.inference_bf16``), as float32 rows in the input order. On GPUs results come back asynchronously
+        (pinned memory), so that the CPU prepares the next batches while the GPU computes, up to :data:`AHEAD`."""
         from tqdm import tqdm
 
         if not features:
@@ -187,15 +191,30 @@ class RankingModel(nn.Module):
         device = resolve_device(device)
         self.eval().to(device)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
-        out = None
+        out, pending = None, deque()
+
+        def collect():
+            idx, values, done = pending.popleft()
+            if done is not None:
+                done.synchronize()
+            out[idx] = values.numpy()
+
         with kernels_for(device), inference_autocast(device):
             for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", file=sys.stderr,
                               disable=not show_progress_bar):
                 idx = order[start:start + batch_size]
-                values = self(**self.batch([features[i] for i in idx], device)).float().cpu().numpy()
+                values = self(**self.batch([features[i] for i in idx], device)).float()
                 if out is None:
                     out = np.empty((len(features), *values.shape[1:]), dtype=np.float32)
-                out[idx] = values
+                done = None
+                if values.is_cuda:
+                    values, done = values.to("cpu", non_blocking=True), torch.cuda.Event()
+                    done.record()
+                pending.append((idx, values, done))
+                if len(pending) > AHEAD:
+                    collect()
+            while pending:
+                collect()
         if not np.isfinite(out).all():
             raise ValueError(f"the model gave {int((~np.isfinite(out)).sum())} non-finite (NaN/inf) values")
         return out

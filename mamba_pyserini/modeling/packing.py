@@ -12,6 +12,7 @@ import functools
 import inspect
 from dataclasses import dataclass, fields, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,7 +39,7 @@ class Packing:
     shape: tuple[int, int]
 
     def to(self, device, non_blocking: bool = False) -> "Packing":
-        return replace(self, **{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+        return replace(self, **{f.name: to_device(getattr(self, f.name), device, non_blocking)
                                 for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)})
 
     def unpack(self, packed: torch.Tensor) -> torch.Tensor:
@@ -48,6 +49,14 @@ class Packing:
         return out.index_copy(0, self.index, values).view(*self.shape, *values.shape[1:])
 
 
+def to_device(tensor: torch.Tensor, device, non_blocking: bool = False) -> torch.Tensor:
+    """``tensor`` on ``device``; with ``non_blocking``, a CPU tensor goes to a GPU from pinned memory, so that the copy
+    does not wait for the GPU's queued work."""
+    if non_blocking and torch.device(device).type == "cuda" and tensor.device.type == "cpu":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=non_blocking)
+
+
 def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | None = None,
          separators: int = 0) -> dict:
     """``features`` laid end to end, in order, in rows of ``input_ids`` (and ``token_type_ids``) (R, T), a new row
@@ -55,44 +64,41 @@ def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | No
     ``row_length`` everything goes in one row of exactly the batch's tokens. ``separators`` pad tokens precede every
     sequence that does not begin its row (Mamba-1 needs :func:`separator_tokens`). Returns those, the (B, L)
     ``attention_mask`` of the right-padded batch and the :class:`Packing`."""
-    lengths = [len(f["input_ids"]) for f in features]
-    gap = separators
-    width = max(lengths)
-    row = max(row_length or sum(lengths) + gap * (len(lengths) - 1), width)
-    rows: list[list[int]] = []
-    filled = row
-    for i, n in enumerate(lengths):
-        if filled + gap * bool(filled) + n > row:
-            rows.append([])
-            filled = 0
-        rows[-1].append(i)
-        filled += gap * bool(filled) + n
-    batch = {key: torch.full((len(rows), row), pad_id if key == "input_ids" else 0) for key in features[0]}
-    position_ids = torch.zeros(len(rows), row, dtype=torch.long)
-    marks = torch.zeros(len(rows), 1, row, dtype=torch.bool)
-    segments, source = [], [0] * len(features)
-    for r, members in enumerate(rows):
-        pieces = []
-        for i in members:
-            pieces += ([("separator", gap)] if pieces else []) + [(i, lengths[i])]
-        pieces.append(("padding", row - sum(n for _, n in pieces)))
-        at = 0
-        for what, n in (p for p in pieces if p[1]):
-            if what == "separator":
-                marks[r, 0, at:at + n] = True
-            elif what != "padding":
-                for key, ids in features[what].items():
-                    batch[key][r, at:at + n] = torch.tensor(ids)
-                source[what] = r * row + at
-                position_ids[r, at:at + n] = torch.arange(n)  # separators and padding stay at 0
-            segments.append(n)
-            at += n
-    source = torch.cat([torch.arange(start, start + n) for start, n in zip(source, lengths)])
-    index = torch.cat([torch.arange(i * width, i * width + n) for i, n in enumerate(lengths)])
-    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()  # (B, L)
-    packing = Packing(position_ids=position_ids, separators=marks,
-                      cu_seqlens=F.pad(torch.tensor(segments).cumsum(0), (1, 0)).to(torch.int32), source=source,
-                      index=index, max_seqlen=max(segments), shape=(len(features), width))
+    lengths = np.array([len(f["input_ids"]) for f in features])
+    width = int(lengths.max())
+    row = max(row_length or int(lengths.sum()) + separators * (len(features) - 1), width)
+    starts, leads, segments = np.empty(len(features), dtype=np.int64), np.zeros(len(features), dtype=bool), []
+    rows, filled = 0, row
+    for i, n in enumerate(lengths.tolist()):  # greedy, in order: a new row where the next sequence would not fit
+        if filled + separators * bool(filled) + n > row:
+            segments.append(row - filled)  # the previous row's padding
+            rows, filled, leads[i] = rows + 1, 0, True
+        elif separators:
+            segments.append(separators)
+            filled += separators
+        starts[i] = (rows - 1) * row + filled
+        segments.append(n)
+        filled += n
+    segments = [n for n in segments[1:] + [row - filled] if n]
+    offsets = np.cumsum(lengths) - lengths  # each sequence's first token in the concatenated features
+    within = np.arange(lengths.sum()) - np.repeat(offsets, lengths)  # each token's position in its sequence
+    source = np.repeat(starts, lengths) + within
+    batch = {}
+    for key in features[0]:
+        flat = np.full(rows * row, pad_id if key == "input_ids" else 0, dtype=np.int64)
+        flat[source] = np.concatenate([f[key] for f in features])
+        batch[key] = torch.from_numpy(flat).view(rows, row)
+    position_ids = np.zeros(rows * row, dtype=np.int64)
+    position_ids[source] = within  # separators and padding stay at 0
+    marks = np.zeros(rows * row, dtype=bool)
+    marks[np.repeat(starts[~leads] - separators, separators) + np.tile(np.arange(separators), (~leads).sum())] = True
+    index = np.repeat(np.arange(len(features)) * width, lengths) + within
+    mask = torch.from_numpy(np.arange(width)[None, :] < lengths[:, None]).long()  # (B, L)
+    packing = Packing(position_ids=torch.from_numpy(position_ids).view(rows, row),
+                      separators=torch.from_numpy(marks).view(rows, 1, row),
+                      cu_seqlens=F.pad(torch.tensor(segments).cumsum(0), (1, 0)).to(torch.int32),
+                      source=torch.from_numpy(source), index=torch.from_numpy(index), max_seqlen=max(segments),
+                      shape=(len(features), width))
     return {**batch, "attention_mask": mask, "packing": packing}
 
 
@@ -158,11 +164,14 @@ def _mixer(mixer, hidden, separators, scan, conv) -> torch.Tensor:
     them, so that nothing is transposed in memory. ``separators`` (R, 1, T): the convolution's inputs there are zero,
     as the padding before an unpacked sequence; the scan's step there is :data:`RESET_STEP` and its input matrix B
     zero, so the decay, exp(step * A), underflows to exactly 0 and nothing is written: the state entering the next
-    sequence is zero, as in an unpacked run (in the gradients too: nothing flows through a separator)."""
+    sequence is zero, as in an unpacked run (in the gradients too: nothing flows through a separator). The
+    convolution's inputs are zeroed before the input projection, on half as many channels, unless it has a bias."""
     di, rank, n = mixer.intermediate_size, mixer.time_step_rank, mixer.ssm_state_size
-    x, z = _project(mixer.in_proj, hidden.transpose(1, 2)).split(di, dim=1)  # (R, di, T) each
-    x = conv(torch.where(separators, 0.0, x), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias,
-             activation=mixer.activation)
+    xz = _project(mixer.in_proj, torch.where(separators.transpose(1, 2), 0.0, hidden).transpose(1, 2))
+    if mixer.in_proj.bias is not None:
+        xz = torch.where(separators, 0.0, xz)
+    x, z = xz.split(di, dim=1)  # (R, di, T) each
+    x = conv(x, mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, activation=mixer.activation)
     dt, B, C = _project(mixer.x_proj, x).split([rank, n, n], dim=1)
     dt = torch.where(separators, RESET_STEP, _matmul(mixer.dt_proj.weight, dt))  # the scan adds the bias
     y = scan(x, dt, -torch.exp(mixer.A_log.float()), torch.where(separators, 0.0, B), C, D=mixer.D.float(), z=z,
