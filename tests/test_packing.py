@@ -32,6 +32,17 @@ def scores_and_grads(model, batch):
     return scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def assert_packed_matches_padded(model, features, row_length=None) -> dict:
+    """Packed scores and gradients equal the right-padded ones; returns the gradients by name."""
+    padded, padded_grads = scores_and_grads(model, model.batch(features, "cpu", pack=False))
+    scores, packed_grads = scores_and_grads(model, packed(model, features, row_length))
+    torch.testing.assert_close(scores, padded, rtol=1e-5, atol=1e-6)
+    assert padded_grads.keys() == packed_grads.keys()
+    for name, grad in padded_grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    return packed_grads
+
+
 def test_pack_lays_sequences_in_rows_with_separators(model_and_features):
     model, features = model_and_features
     lengths = [len(f["input_ids"]) for f in features]
@@ -59,12 +70,7 @@ def test_pack_lays_sequences_in_rows_with_separators(model_and_features):
 def test_packed_scores_and_gradients_match_padded(model_and_features, row_length):
     model, features = model_and_features
     model.train()
-    padded, padded_grads = scores_and_grads(model, model.batch(features, "cpu", pack=False))
-    scores, packed_grads = scores_and_grads(model, packed(model, features, row_length))
-    torch.testing.assert_close(scores, padded, rtol=1e-5, atol=1e-6)
-    assert padded_grads.keys() == packed_grads.keys()
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_packed_matches_padded(model, features, row_length)
 
 
 def test_packed_scores_match_padded_with_biased_projections(neox_tokenizer):
@@ -75,11 +81,7 @@ def test_packed_scores_match_padded_with_biased_projections(neox_tokenizer):
     model = MambaCrossEncoder.from_backbone_config(config, neox_tokenizer)
     assert model.backbone.layers[0].mixer.in_proj.bias is not None
     features = model.tokenize(["what is a cat"] * 3, ["a cat is an animal " * k for k in (1, 4, 2)])
-    padded, padded_grads = scores_and_grads(model, model.batch(features, "cpu", pack=False))
-    scores, packed_grads = scores_and_grads(model, packed(model, features))
-    torch.testing.assert_close(scores, padded, rtol=1e-5, atol=1e-6)
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_packed_matches_padded(model, features)
 
 
 @pytest.mark.parametrize("leak", ["scan state", "convolution"])
@@ -116,9 +118,4 @@ def test_lora_adapted_projections_run_packed_as_padded(model_and_features):
     model.backbone = get_peft_model(model.backbone, LoraConfig(r=4, target_modules=list(MAMBA_LORA_TARGETS),
                                                                init_lora_weights=False))
     model.train()
-    padded, padded_grads = scores_and_grads(model, model.batch(features, "cpu", pack=False))
-    scores, packed_grads = scores_and_grads(model, packed(model, features, row_length=60))
-    torch.testing.assert_close(scores, padded, rtol=1e-5, atol=1e-6)
-    assert any("lora" in name for name in packed_grads)
-    for name, grad in padded_grads.items():
-        torch.testing.assert_close(packed_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert any("lora" in name for name in assert_packed_matches_padded(model, features, row_length=60))
