@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import random
+import statistics
 import time
 from pathlib import Path
 from unittest.mock import patch
@@ -72,10 +73,11 @@ def training_steps(n_steps: int, seed: int = 0) -> list[list[tuple[str, str]]]:
 
 
 class Bench:
-    def __init__(self, device: str, steps: int, bucket_tokens: int):
+    def __init__(self, device: str, steps: int, bucket_tokens: int, repeats: int = 1):
         import torch
 
         self.torch, self.device, self.steps, self.bucket_tokens = torch, device, steps, bucket_tokens
+        self.repeats = repeats
         self.on_gpu = device.startswith("cuda")
 
     def sync(self):
@@ -90,20 +92,36 @@ class Bench:
             self.torch.cuda.empty_cache()
             self.torch.cuda.reset_peak_memory_stats()
 
-    def train(self, model, batches: list[list[dict]], config: str) -> dict:
-        """Time ``len(batches)`` optimizer steps on pre-tokenized features, after an untimed pass over the same
-        steps (every shape's kernels, autotuning and CUDA graphs ready, as in a long training run)."""
+    def timed(self, run, repeats: int | None = None) -> list[float]:
+        """Seconds of each of ``repeats`` (default :attr:`repeats`) calls of ``run``, after an untimed one (every
+        shape's kernels, autotuning and CUDA graphs ready, as in a long run)."""
+        run()
+        self.sync()
+        seconds = []
+        for _ in range(repeats or self.repeats):
+            began = time.perf_counter()
+            run()
+            self.sync()
+            seconds.append(time.perf_counter() - began)
+        return seconds
+
+    @staticmethod
+    def rates(seconds: list[float], sequences: int, tokens: int) -> dict:
+        """Sequences and tokens per second at the median time, and sequences per second of every timed run."""
+        median = statistics.median(seconds)
+        return {"seq_per_s": sequences / median, "tokens_per_s": tokens / median,
+                "seq_per_s_runs": [sequences / s for s in seconds]}
+
+    def train(self, model, batches: list[list[dict]], config: str, repeats: int | None = None) -> dict:
+        """Time passes of ``len(batches)`` optimizer steps on pre-tokenized features (see :meth:`timed`)."""
         optimizer = self.optimizer(model)
-        for features in batches:
-            self.step(model, optimizer, features, config)
-        self.sync()
-        began = time.perf_counter()
-        for features in batches:
-            self.step(model, optimizer, features, config)
-        self.sync()
-        elapsed = time.perf_counter() - began
+
+        def run():
+            for features in batches:
+                self.step(model, optimizer, features, config)
+
         tokens = sum(len(f["input_ids"]) for features in batches for f in features)
-        return {"seq_per_s": sum(map(len, batches)) / elapsed, "tokens_per_s": tokens / elapsed}
+        return self.rates(self.timed(run, repeats), sum(map(len, batches)), tokens)
 
     def optimizer(self, model):
         return self.torch.optim.AdamW(model.parameters(), lr=1e-5, fused=self.on_gpu or None)
@@ -146,16 +164,12 @@ class Bench:
         return groups + [current]
 
     def rerank(self, model, pairs, pack: bool) -> dict:
+        """Time ``predict`` over ``pairs``, tokenization included (see :meth:`timed`)."""
         model.packing = pack
-        model.predict(pairs, batch_size=128, device=self.device)  # warm-up: every shape's kernels and graphs
-        self.sync()
-        began = time.perf_counter()
-        model.predict(pairs, batch_size=128, device=self.device)
-        self.sync()
-        elapsed = time.perf_counter() - began
+        seconds = self.timed(lambda: model.predict(pairs, batch_size=128, device=self.device))
         model.packing = None
         tokens = sum(len(f["input_ids"]) for f in model.tokenize([q for q, _ in pairs], [d for _, d in pairs]))
-        return {"seq_per_s": len(pairs) / elapsed, "tokens_per_s": tokens / elapsed}
+        return self.rates(seconds, len(pairs), tokens)
 
     def check_packing(self, model, features: list[dict], precisions=("fp32", "bf16"),
                       packed=contextlib.nullcontext) -> dict:
@@ -196,7 +210,7 @@ class Bench:
 
 
 def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: list[str],
-              workloads: list[str], check_steps: int = 0) -> dict:
+              workloads: list[str], check_steps: int = 0, repeats: int = 1) -> dict:
     import torch
     from transformers import AutoTokenizer
 
@@ -205,7 +219,7 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
     from .corpus import read_collection
     from .topics import TOPICS_DIR
 
-    bench = Bench(device, steps, bucket_tokens)
+    bench = Bench(device, steps, bucket_tokens, repeats)
     configs = model_configs(small)
     tokenizers = {k: AutoTokenizer.from_pretrained(FIXTURES / v) for k, v in TOKENIZERS.items()}
     steps_pairs = training_steps(steps + 2)
@@ -222,7 +236,7 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
             _bench_model(bench, model_name, configs[model_name], tokenizers, steps_pairs, rerank_pairs, small, steps,
                          peak, workloads, rows, checks, check_steps)
     return {"date": datetime.date.today().isoformat(), "device": name, "kernels": kernel_info(), "small": small,
-            "steps": steps, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows,
+            "steps": steps, "repeats": repeats, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows,
             "checks": checks}
 
 
@@ -295,7 +309,7 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
             uniform = [[{"input_ids": row.tolist()} for row in step] for step in ids]
             bench.reset()
             try:
-                record(f"sweep-{length}", "uniform", bench.train(model, uniform, "padded"), 6)
+                record(f"sweep-{length}", "uniform", bench.train(model, uniform, "padded", repeats=1), 6)
             except torch.OutOfMemoryError:
                 info(f"  sweep-{length}: out of memory")
     if packable:
@@ -330,12 +344,14 @@ def summary(report: dict, ours: str = OURS) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [f"Device: {report['device']}; {report['kernels']}; {report['date']}", "",
-             "| model | workload | batching | seq/s | real tokens/s | peak GiB | MFU |", "|---|---|---|---|---|---|---|"]
+             "| model | workload | batching | seq/s (median) | min-max | real tokens/s | peak GiB | MFU |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         peak = "—" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
         mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+        runs = r.get("seq_per_s_runs", [r["seq_per_s"]])
         lines.append(f"| {r['model']} | {r['workload']} | {r['config']} | {r['seq_per_s']:.1f} | "
-                     f"{r['tokens_per_s']:,.0f} | {peak} | {mfu} |")
+                     f"{min(runs):.0f}-{max(runs):.0f} | {r['tokens_per_s']:,.0f} | {peak} | {mfu} |")
     for model, check in report.get("checks", {}).items():
         agree = ", ".join(f"{k} {v:.1e}" for k, v in check["packed_vs_padded"].items())
         lines.append(f"\n{model}: packed vs padded scores (max difference / max score): {agree}")
@@ -374,6 +390,9 @@ def chart(report: dict, path: Path) -> bool:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--small/--full", default=None, help="Tiny 2-layer models [small on CPU, full on GPU].")
 @click.option("--steps", default=10, show_default=True, type=click.IntRange(1), help="Timed training steps.")
+@click.option("--repeats", type=click.IntRange(1), default=None,
+              help="Timed passes of each training and reranking configuration, reported at the median [5 on GPU, "
+                   "1 with --small].")
 @click.option("--bucket-tokens", default=8192, show_default=True, type=click.IntRange(1),
               help="Padded tokens per length bucket.")
 @click.option("--models", default="mamba1-130m,mamba2-130m,pythia-160m,bert-base", show_default=True)
@@ -381,7 +400,7 @@ def chart(report: dict, path: Path) -> bool:
 @click.option("--check-steps", type=click.IntRange(0), default=None,
               help="Training steps of the padded-vs-packed loss-curve check [100 on GPU, 2 with --small].")
 @handle_errors
-def main(out, name, device, small, steps, bucket_tokens, models, workloads, check_steps):
+def main(out, name, device, small, steps, repeats, bucket_tokens, models, workloads, check_steps):
     """Measure training and reranking throughput; write JSON, Markdown and a chart."""
     from ._io import atomic_write
     from .modeling.base import resolve_device
@@ -393,8 +412,9 @@ def main(out, name, device, small, steps, bucket_tokens, models, workloads, chec
     if unknown:
         raise ValueError(f"unknown model {sorted(unknown)[0]!r}; choose from {', '.join(model_configs(True))}")
     check_steps = (2 if small else 100) if check_steps is None else check_steps
+    repeats = (1 if small else 5) if repeats is None else repeats
     report = run_bench(device, small, steps, bucket_tokens, chosen, [w.strip() for w in workloads.split(",")],
-                       check_steps)
+                       check_steps, repeats)
     out = Path(out)
     with atomic_write(out / f"{name}.json") as f:
         json.dump(report, f, indent=2)

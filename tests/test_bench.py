@@ -14,7 +14,7 @@ def test_training_steps_are_real_queries_times_candidate_passages():
 
 def test_small_bench_writes_json_markdown_and_chart(tmp_path):
     result = CliRunner().invoke(main, ["--out", str(tmp_path), "--steps", "1", "--models", "mamba1-130m,bert-base",
-                                       "--workloads", "train,rerank,sweep", "--device", "cpu"])
+                                       "--workloads", "train,rerank,sweep", "--device", "cpu", "--repeats", "3"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["small"] and report["device"]
@@ -23,6 +23,9 @@ def test_small_bench_writes_json_markdown_and_chart(tmp_path):
         assert {(model, "train", "padded"), (model, "train", "rounded"), (model, "train", "bucketed"), (model, "rerank", "sorted"),
                 (model, "sweep-128", "uniform")} <= got
     assert all(r["seq_per_s"] > 0 and r["tokens_per_s"] > 0 for r in report["rows"])
+    for r in report["rows"]:  # the median of 3 timed passes (the sweep times one)
+        assert len(r["seq_per_s_runs"]) == (1 if r["workload"].startswith("sweep") else 3)
+        assert r["seq_per_s"] == sorted(r["seq_per_s_runs"])[len(r["seq_per_s_runs"]) // 2]
     table = (tmp_path / "bench.md").read_text()
     assert {("mamba1-130m", "train", "packed"), ("mamba1-130m", "rerank", "packed")} <= got  # packs on any device
     assert table.count("| mamba1-130m |") == 8 and (tmp_path / "bench.png").stat().st_size > 0

@@ -119,3 +119,22 @@ def test_lora_adapted_projections_run_packed_as_padded(model_and_features):
                                                                init_lora_weights=False))
     model.train()
     assert any("lora" in name for name in assert_packed_matches_padded(model, features, row_length=60))
+
+
+@pytest.mark.parametrize("x_channels_last", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_matmul_gradients_match_autograd_in_the_inputs_layout(x_channels_last, channels_last):
+    torch.manual_seed(0)
+    weight = torch.randn(5, 3, requires_grad=True)
+    base = torch.randn(2, 7, 3) if x_channels_last else torch.randn(2, 3, 7)
+    base.requires_grad_()
+    x = base.transpose(1, 2) if x_channels_last else base  # (R, C_in, T) as it lies in memory
+    grad = torch.randn(2, 7, 5) if channels_last else torch.randn(2, 5, 7)
+    out = packing._matmul(weight, x, channels_last)
+    reference = torch.einsum("oi,rit->rto" if channels_last else "oi,rit->rot", weight, x)
+    torch.testing.assert_close(out, reference)
+    dw, dx = torch.autograd.grad(out, (weight, x), grad)
+    dw_ref, dx_ref = torch.autograd.grad(reference, (weight, x), grad)
+    torch.testing.assert_close(dw, dw_ref)
+    torch.testing.assert_close(dx, dx_ref)
+    assert dx.stride() == x.stride()  # no transposed copy needed downstream

@@ -165,7 +165,8 @@ def _mixer(mixer, hidden, separators, scan, conv) -> torch.Tensor:
     as the padding before an unpacked sequence; the scan's step there is :data:`RESET_STEP` and its input matrix B
     zero, so the decay, exp(step * A), underflows to exactly 0 and nothing is written: the state entering the next
     sequence is zero, as in an unpacked run (in the gradients too: nothing flows through a separator). The
-    convolution's inputs are zeroed before the input projection, on half as many channels, unless it has a bias."""
+    convolution's inputs are zeroed before the input projection, on half as many channels, unless it has a bias; the
+    step is set inside its projection (:func:`_step`)."""
     di, rank, n = mixer.intermediate_size, mixer.time_step_rank, mixer.ssm_state_size
     xz = _project(mixer.in_proj, torch.where(separators.transpose(1, 2), 0.0, hidden).transpose(1, 2))
     if mixer.in_proj.bias is not None:
@@ -173,10 +174,19 @@ def _mixer(mixer, hidden, separators, scan, conv) -> torch.Tensor:
     x, z = xz.split(di, dim=1)  # (R, di, T) each
     x = conv(x, mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, activation=mixer.activation)
     dt, B, C = _project(mixer.x_proj, x).split([rank, n, n], dim=1)
-    dt = torch.where(separators, RESET_STEP, _matmul(mixer.dt_proj.weight, dt))  # the scan adds the bias
-    y = scan(x, dt, -torch.exp(mixer.A_log.float()), torch.where(separators, 0.0, B), C, D=mixer.D.float(), z=z,
-             delta_bias=mixer.dt_proj.bias.float(), delta_softplus=True)
+    y = scan(x, _step(mixer.dt_proj.weight, dt, separators), -torch.exp(mixer.A_log.float()),
+             torch.where(separators, 0.0, B), C, D=mixer.D.float(), z=z, delta_bias=mixer.dt_proj.bias.float(),
+             delta_softplus=True)
     return _project(mixer.out_proj, y, channels_last=True)
+
+
+def _step(weight, dt, separators) -> torch.Tensor:
+    """The scan's step before its bias (the scan adds it): ``weight`` (di, rank) over ``dt`` (R, rank, T), and
+    :data:`RESET_STEP` at the separators, in one matmul: the separators are an extra input row whose weight is
+    ``RESET_STEP`` (with 7 zero rows, so that the matmul's inner size stays a multiple of 8)."""
+    marks = F.pad(separators.to(dt.dtype), (0, 0, 0, 7))  # (R, 8, T)
+    reset = F.pad(weight.new_full((weight.shape[0], 1), RESET_STEP), (0, 7))  # (di, 8)
+    return _matmul(torch.cat([weight, reset], 1), torch.cat([dt, marks], 1))
 
 
 def _project(linear, x, channels_last: bool = False) -> torch.Tensor:
@@ -192,13 +202,43 @@ def _project(linear, x, channels_last: bool = False) -> torch.Tensor:
 
 
 def _matmul(weight, x, channels_last: bool = False) -> torch.Tensor:
-    """``weight`` (C_out, C_in) times each row of ``x`` (R, C_in, T) as it lies in memory (no transposed copies), the
-    weight cast once to the autocast dtype: (R, C_out, T), or (R, T, C_out) with ``channels_last``."""
+    """``weight`` (C_out, C_in) times each row of ``x`` (R, C_in, T) as it lies in memory (channels first, or last as a
+    transposed view), the weight cast once to the autocast dtype: (R, C_out, T), or (R, T, C_out) with
+    ``channels_last``. No transposed copies, in the backward either (:class:`_Matmul`)."""
     if torch.is_autocast_enabled(x.device.type):
         weight = weight.to(torch.get_autocast_dtype(x.device.type))
-    if channels_last:
-        return torch.bmm(x.transpose(1, 2), weight.t().expand(x.shape[0], *weight.t().shape))
-    return torch.bmm(weight.expand(x.shape[0], *weight.shape), x)
+        x = x.to(weight.dtype)
+    return _Matmul.apply(weight, x, channels_last)
+
+
+def _bmm(a, b) -> torch.Tensor:
+    """``a`` (R, M, K) times ``b`` (R, K, N), either of them 2-D for the same matrix in every row."""
+    if a.dim() == 2:
+        a = a.expand(b.shape[0], *a.shape)
+    if b.dim() == 2:
+        b = b.expand(a.shape[0], *b.shape)
+    return torch.bmm(a, b)
+
+
+class _Matmul(torch.autograd.Function):
+    """:func:`_matmul`, whose input gradient has the input's own memory layout (autograd's would be a transposed
+    view of the other layout, which mamba_ssm's kernels and RMSNorm copy before use)."""
+
+    @staticmethod
+    def forward(ctx, weight, x, channels_last):
+        ctx.save_for_backward(weight, x)
+        ctx.channels_last = channels_last
+        return _bmm(x.transpose(1, 2), weight.t()) if channels_last else _bmm(weight, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, x = ctx.saved_tensors
+        grad = grad.transpose(1, 2) if ctx.channels_last else grad  # (R, C_out, T)
+        if x.stride(1) == 1 and x.stride(2) != 1:  # x: a transposed view of (R, T, C_in)
+            dx = _bmm(grad.transpose(1, 2), weight).transpose(1, 2)
+        else:
+            dx = _bmm(weight.t(), grad)
+        return _bmm(grad, x.transpose(1, 2)).sum(0), dx, None
 
 
 def add_norm_reference(hidden, residual, norm, residual_in_fp32: bool):
