@@ -236,8 +236,8 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
             _bench_model(bench, model_name, configs[model_name], tokenizers, steps_pairs, rerank_pairs, small, steps,
                          peak, workloads, rows, checks, check_steps)
     return {"date": datetime.date.today().isoformat(), "device": name, "kernels": kernel_info(), "small": small,
-            "steps": steps, "repeats": repeats, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows,
-            "checks": checks}
+            "steps": steps, "repeats": repeats, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS,
+            "rows": rows, "checks": checks}
 
 
 def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, rerank_pairs, small, steps, peak,
@@ -349,7 +349,7 @@ def markdown(report: dict) -> str:
     for r in report["rows"]:
         peak = "—" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
         mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-        runs = r.get("seq_per_s_runs", [r["seq_per_s"]])
+        runs = r["seq_per_s_runs"]
         lines.append(f"| {r['model']} | {r['workload']} | {r['config']} | {r['seq_per_s']:.1f} | "
                      f"{min(runs):.0f}-{max(runs):.0f} | {r['tokens_per_s']:,.0f} | {peak} | {mfu} |")
     for model, check in report.get("checks", {}).items():
