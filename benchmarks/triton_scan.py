@@ -58,17 +58,23 @@ def _load_chunk(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, A, bias, r, d, n, t, T, su, 
 
 
 @triton.jit
-def _forward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
-             Dim, T, N, su, sdt, sz, sB, sC, so,
-             BLOCK_D: tl.constexpr, NP: tl.constexpr, CHUNK: tl.constexpr):
+def _program(A_ptr, bias_ptr, D_ptr, Dim, N, BLOCK_D: tl.constexpr, NP: tl.constexpr, CHUNK: tl.constexpr):
+    """This program's channels d (BLOCK_D,), row r, states n (NP,), chunk offsets c (CHUNK,), the masks of d and n,
+    and its parameters: A (BLOCK_D, NP), the step's bias and the skip D (BLOCK_D,)."""
     d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    r = tl.program_id(1)
     n = tl.arange(0, NP)
-    c = tl.arange(0, CHUNK)
     mask_d, mask_n = d < Dim, n < N
     A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
     bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0)
     skip = tl.load(D_ptr + d, mask=mask_d, other=0.0)
+    return d, tl.program_id(1), n, tl.arange(0, CHUNK), mask_d, mask_n, A, bias, skip
+
+
+@triton.jit
+def _forward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, states_ptr,
+             Dim, T, N, su, sdt, sz, sB, sC, so,
+             BLOCK_D: tl.constexpr, NP: tl.constexpr, CHUNK: tl.constexpr):
+    d, r, n, c, mask_d, mask_n, A, bias, skip = _program(A_ptr, bias_ptr, D_ptr, Dim, N, BLOCK_D, NP, CHUNK)
     chunks = tl.cdiv(T, CHUNK)
     state = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
     for i in range(chunks):
@@ -91,15 +97,8 @@ def _backward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, g_ptr,
               du_ptr, ddt_ptr, dz_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,
               Dim, T, N, su, sdt, sz, sB, sC, sg,
               BLOCK_D: tl.constexpr, NP: tl.constexpr, CHUNK: tl.constexpr):
-    d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    r = tl.program_id(1)
-    n = tl.arange(0, NP)
-    c = tl.arange(0, CHUNK)
-    mask_d, mask_n = d < Dim, n < N
+    d, r, n, c, mask_d, mask_n, A, bias, skip = _program(A_ptr, bias_ptr, D_ptr, Dim, N, BLOCK_D, NP, CHUNK)
     mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(A_ptr + d[:, None] * N + n[None, :], mask=mask_dn, other=0.0)
-    bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0)
-    skip = tl.load(D_ptr + d, mask=mask_d, other=0.0)
     chunks = tl.cdiv(T, CHUNK)
     later = tl.zeros((BLOCK_D, NP), dtype=tl.float32)  # dL/dh at the first token of the chunk after this one
     dA = tl.zeros((BLOCK_D, NP), dtype=tl.float32)
