@@ -6,15 +6,14 @@ POOLINGS = ("last", "cls", "mean", "pair")
 
 
 def pool(hidden, mask, strategy: str, token_type_ids=None):
-    """Pool ``hidden`` (B, L, D) under ``mask`` (B, L) with 'last' (last real token), 'cls' (first), 'mean', or
-    'pair': the mean over the first segment (token type 0: ``[CLS] query [SEP]``) and over the second (the
-    document), stacked (B, 2, D)."""
+    """Pool ``hidden`` (B, L, D) under ``mask`` (B, L) with 'last' (the last real token, wherever the pads are),
+    'cls' (first), 'mean', or 'pair': the mean over the first segment (token type 0: ``[CLS] query [SEP]``) and over
+    the second (the document), stacked (B, 2, D). Nothing here reads values back to the host, so GPU batches queue
+    without waiting."""
     import torch
 
     if strategy == "last":
-        if (mask[:, 1:] > mask[:, :-1]).any():
-            raise ValueError("'last' pooling needs right padding: pads must follow the real tokens")
-        last = mask.sum(dim=1) - 1  # (B,)
+        last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(dim=1)  # (B,)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
     if strategy == "cls":
         return hidden[:, 0]

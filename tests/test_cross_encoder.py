@@ -4,6 +4,7 @@ import torch
 
 from conftest import make_cross_encoder
 from mamba_pyserini import MambaCrossEncoder, MambaRankerConfig
+from mamba_pyserini.modeling import base
 from mamba_pyserini.pooling import pool
 from mamba_pyserini.templates import DOCUMENT_QUERY, QUERY_DOCUMENT
 
@@ -76,13 +77,26 @@ def test_max_length_beyond_the_models_positions_is_refused(bert_tokenizer):
         make_cross_encoder("bert", bert_tokenizer, max_length=512)
 
 
-def test_last_pooling_refuses_left_padding():
-    hidden = torch.arange(12.0).reshape(1, 4, 3).repeat(2, 1, 1)
-    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
-    assert pool(hidden, right, "last").tolist() == [[6.0, 7.0, 8.0], [9.0, 10.0, 11.0]]
+def test_last_pooling_reads_the_last_real_token_under_either_padding():
+    hidden = torch.arange(12.0).reshape(1, 4, 3).repeat(3, 1, 1)
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+    assert pool(hidden, right, "last").tolist() == [[6.0, 7.0, 8.0], [9.0, 10.0, 11.0], [0.0, 1.0, 2.0]]
     assert pool(hidden, right, "mean")[0].tolist() == [3.0, 4.0, 5.0]
-    with pytest.raises(ValueError, match="right padding"):
-        pool(hidden, torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]), "last")
+    left = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]])
+    assert pool(hidden, left, "last").tolist() == [[9.0, 10.0, 11.0]] * 3
+
+
+@pytest.mark.parametrize("family", ["mamba", "bert"])
+def test_predict_tokenizing_in_chunks_scores_each_pair_in_place(family, neox_tokenizer, bert_tokenizer,
+                                                                 monkeypatch):
+    model = make_cross_encoder(family, _tokenizer(family, neox_tokenizer, bert_tokenizer))
+    pairs = PAIRS * 3 + [(q, d + " more words") for q, d in PAIRS]
+    whole = model.predict(pairs, batch_size=4)
+    monkeypatch.setattr(base, "TOKENIZE_CHUNK", 3)  # the next chunk is tokenized while this one runs
+    assert np.allclose(model.predict(pairs, batch_size=2), whole, atol=1e-5)
+    assert np.allclose(model.predict(pairs[5:] + pairs[:5], batch_size=2), np.roll(whole, -5), atol=1e-5)
+    with pytest.raises(ValueError, match="leaves no room for the document"):  # raised in the tokenizing thread
+        model.predict(pairs[:4] + [("computer " * 1000, "doc")], batch_size=2)
 
 
 def test_rank_orders_documents_by_score(neox_tokenizer):

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from .packing import pack as pack_features
 log = logging.getLogger("mamba_pyserini")
 ST_MODULES = "modules.json"  # marks a sentence-transformers model directory
 AHEAD = 4  # batches the CPU may run ahead of the GPU in inference
+TOKENIZE_CHUNK = 1024  # items tokenized at a time in inference (the next chunk while the model runs this one)
 
 
 def resolve_device(device: str | None) -> str:
@@ -179,18 +181,21 @@ class RankingModel(nn.Module):
         return packing.unpack(token_type_ids[..., None])[..., 0]
 
     @torch.inference_mode()
-    def run_sorted(self, features: list[dict], batch_size: int, device: str | None, desc: str,
+    def run_sorted(self, items: list, tokenize, batch_size: int, device: str | None, desc: str,
                    show_progress_bar: bool = False) -> np.ndarray:
-        """``self(**batch)`` over ``features`` in length-sorted batches (bf16 autocast on GPUs and bf16-capable CPUs:
-        ``_kernels.inference_bf16``), as float32 rows in the input order. On GPUs results come back asynchronously
-        (pinned memory), so that the CPU prepares the next batches while the GPU computes, up to :data:`AHEAD`."""
+        """``self(**batch)`` over ``tokenize(items)`` in length-sorted batches (bf16 autocast on GPUs and bf16-capable
+        CPUs: ``_kernels.inference_bf16``), as float32 rows in the input order. The items are tokenized
+        :data:`TOKENIZE_CHUNK` at a time, the next chunk in a background thread while this one runs; on GPUs results
+        come back asynchronously (pinned memory), so that the CPU prepares the next batches while the GPU computes, up
+        to :data:`AHEAD`."""
         from tqdm import tqdm
 
-        if not features:
+        if not items:
             return np.zeros(0, dtype=np.float32)
         device = resolve_device(device)
         self.eval().to(device)
-        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        size = TOKENIZE_CHUNK
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
         out, pending = None, deque()
 
         def collect():
@@ -199,20 +204,28 @@ class RankingModel(nn.Module):
                 done.synchronize()
             out[idx] = values.numpy()
 
-        with kernels_for(device), inference_autocast(device):
-            for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", file=sys.stderr,
-                              disable=not show_progress_bar):
-                idx = order[start:start + batch_size]
-                values = self(**self.batch([features[i] for i in idx], device)).float()
-                if out is None:
-                    out = np.empty((len(features), *values.shape[1:]), dtype=np.float32)
-                done = None
-                if values.is_cuda:
-                    values, done = values.to("cpu", non_blocking=True), torch.cuda.Event()
-                    done.record()
-                pending.append((idx, values, done))
-                if len(pending) > AHEAD:
-                    collect()
+        bar = tqdm(total=sum(-(-len(c) // batch_size) for c in chunks), desc=desc, unit="batch", file=sys.stderr,
+                   disable=not show_progress_bar)
+        with ThreadPoolExecutor(1) as pool, bar, kernels_for(device), inference_autocast(device):
+            tokenized = pool.submit(tokenize, chunks[0])
+            for k in range(len(chunks)):
+                features = tokenized.result()
+                if k + 1 < len(chunks):
+                    tokenized = pool.submit(tokenize, chunks[k + 1])
+                order = np.argsort([-len(f["input_ids"]) for f in features], kind="stable")
+                for start in range(0, len(order), batch_size):
+                    idx = order[start:start + batch_size]
+                    values = self(**self.batch([features[i] for i in idx], device)).float()
+                    if out is None:
+                        out = np.empty((len(items), *values.shape[1:]), dtype=np.float32)
+                    done = None
+                    if values.is_cuda:
+                        values, done = values.to("cpu", non_blocking=True), torch.cuda.Event()
+                        done.record()
+                    pending.append((idx + k * size, values, done))
+                    if len(pending) > AHEAD:
+                        collect()
+                    bar.update()
             while pending:
                 collect()
         if not np.isfinite(out).all():

@@ -49,10 +49,11 @@ class MambaBiEncoder(RankingModel):
     def encode(self, texts: list[str], is_query: bool = False, batch_size: int = 32, device: str | None = None,
                show_progress_bar: bool = False) -> np.ndarray:
         """float32 vectors (N, D) of queries or documents, in length-sorted batches (bf16 where
-        ``_kernels.inference_bf16`` says)."""
-        features = self.tokenize(list(texts), is_query)
-        vectors = self.run_sorted(features, batch_size, device, "encode", show_progress_bar)
-        return vectors.reshape(len(features), self.dimension)
+        ``_kernels.inference_bf16`` says; see :meth:`run_sorted`)."""
+        texts = list(texts)
+        vectors = self.run_sorted(texts, lambda chunk: self.tokenize(chunk, is_query), batch_size, device, "encode",
+                                  show_progress_bar)
+        return vectors.reshape(len(texts), self.dimension)
 
     def encode_queries(self, queries: list[str], **kwargs) -> np.ndarray:
         return self.encode(queries, is_query=True, **kwargs)

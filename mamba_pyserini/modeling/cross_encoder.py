@@ -52,9 +52,9 @@ class MambaCrossEncoder(RankingModel):
     def predict(self, pairs: list[tuple[str, str]], batch_size: int = 32, device: str | None = None,
                 show_progress_bar: bool = False) -> np.ndarray:
         """Scores of (query, document) pairs, computed in length-sorted batches (bf16 where
-        ``_kernels.inference_bf16`` says)."""
-        features = self.tokenize([q for q, _ in pairs], [d for _, d in pairs])
-        return self.run_sorted(features, batch_size, device, "rerank", show_progress_bar)
+        ``_kernels.inference_bf16`` says; see :meth:`run_sorted`)."""
+        return self.run_sorted(list(pairs), lambda chunk: self.tokenize([q for q, _ in chunk], [d for _, d in chunk]),
+                               batch_size, device, "rerank", show_progress_bar)
 
     def rank(self, query: str, documents: list[str], top_k: int | None = None, batch_size: int = 32,
              return_documents: bool = False) -> list[dict]:
