@@ -9,7 +9,8 @@ Workloads (each model tokenizes with its own tokenizer and template, max length 
   the model can pack (``modeling/packing.py``), ``packed`` (rows of 1,024 tokens; Mamba-1 replays CUDA graphs) and,
   for Mamba-1, ``packed-eager`` (the same without CUDA graphs). Every configuration is timed after an untimed pass
   over the same steps.
-- ``rerank``: the bundled DL19 BM25 top-100 (4,300 pairs) through ``MambaCrossEncoder.predict``, tokenization included.
+- ``rerank``: the bundled DL19 BM25 top-100 (4,300 pairs) through ``MambaCrossEncoder.predict``, tokenization included
+  (overlapped with the model, as in ``search``).
 - ``sweep``: training steps of 32k tokens in sequences of one uniform length, 128 to 2,048 tokens.
 Reports real (non-pad) tokens/s, sequences/s, peak memory and model FLOPs utilisation (6 x params x tokens for
 training, 2 x for inference, over the GPU's dense bf16 peak)."""

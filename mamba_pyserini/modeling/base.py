@@ -194,8 +194,7 @@ class RankingModel(nn.Module):
             return np.zeros(0, dtype=np.float32)
         device = resolve_device(device)
         self.eval().to(device)
-        size = TOKENIZE_CHUNK
-        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        chunks = [items[i:i + TOKENIZE_CHUNK] for i in range(0, len(items), TOKENIZE_CHUNK)]
         out, pending = None, deque()
 
         def collect():
@@ -222,7 +221,7 @@ class RankingModel(nn.Module):
                     if values.is_cuda:
                         values, done = values.to("cpu", non_blocking=True), torch.cuda.Event()
                         done.record()
-                    pending.append((idx + k * size, values, done))
+                    pending.append((idx + k * TOKENIZE_CHUNK, values, done))
                     if len(pending) > AHEAD:
                         collect()
                     bar.update()
