@@ -130,6 +130,8 @@ class Bench:
     def step(self, model, optimizer, features: list[dict], config: str) -> float:
         """One optimizer step of the group softmax loss over ``features`` batched as ``config``; returns the loss
         (a tensor, so that timing does not wait for it)."""
+        from .modeling.packing import to_device
+
         torch = self.torch
         model.train()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.on_gpu):
@@ -137,7 +139,7 @@ class Bench:
             for idx in self.buckets(features) if config == "bucketed" else [list(range(len(features)))]:
                 chunk = [features[j] for j in idx]
                 if config == "rounded":
-                    batch = {k: v.to(self.device, non_blocking=True)
+                    batch = {k: to_device(v, self.device, non_blocking=True)  # from pinned memory, as model.batch
                              for k, v in model.collate(chunk, 128 if self.on_gpu else 1).items()}
                 else:
                     batch = model.batch(chunk, self.device, pack=config.startswith("packed"))
