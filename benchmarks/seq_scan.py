@@ -59,6 +59,39 @@ def _inputs(u_ptr, dt_ptr, z_ptr, B_ptr, C_ptr, bias, r, t0, dt, rows, n3, t3, c
 
 
 @gluon.jit
+def _setup(A_ptr, bias_ptr, D_ptr, saved_ptr, T, Dim, N: gl.constexpr, STEPS: gl.constexpr, BD: gl.constexpr,
+           L3: gl.constexpr):
+    """A program's row, channel and step indices, its A (N, BD), delta bias and D (1, BD), and where its saved states
+    lie."""
+    LS: gl.constexpr = gl.SliceLayout(1, L3)
+    LT: gl.constexpr = gl.SliceLayout(0, L3)
+    r = gl.program_id(1)
+    d0 = gl.program_id(0) * BD
+    d = gl.expand_dims(d0 + gl.arange(0, BD, layout=gl.SliceLayout(0, LS)), 0)  # (1, BD) beside the state
+    n = gl.expand_dims(gl.arange(0, N, layout=gl.SliceLayout(1, LS)), 1)  # (N, 1)
+    dt = gl.expand_dims(d0 + gl.arange(0, BD, layout=gl.SliceLayout(0, LT)), 0)  # (1, BD) beside per-step values
+    rows = gl.expand_dims(gl.arange(0, STEPS, layout=gl.SliceLayout(1, LT)), 1)  # (STEPS, 1)
+    n3 = gl.expand_dims(gl.expand_dims(gl.arange(0, N, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3))), 1), 2)
+    t3 = gl.expand_dims(gl.expand_dims(gl.arange(0, STEPS, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3))), 0), 2)
+    c3 = gl.expand_dims(gl.expand_dims(gl.arange(0, BD, layout=gl.SliceLayout(0, gl.SliceLayout(1, L3))), 0), 1) * 0
+    A = gl.load(A_ptr + d * N + n)
+    saved = saved_ptr + r * (T // STEPS) * Dim * N + d * N + n
+    return r, d, n, dt, rows, n3, t3, c3, A, gl.load(bias_ptr + dt), gl.load(D_ptr + dt), saved
+
+
+@gluon.jit
+def _row(tile, rows, j: gl.constexpr, layout: gl.constexpr):
+    """Step ``j`` of a (STEPS, BD) tile as a (1, BD) row in ``layout``'s parent (the state's)."""
+    return gl.expand_dims(gl.convert_layout(_pick(tile, rows, j, 0), layout), 0)
+
+
+@gluon.jit
+def _advance(h, A2, delta, du, B, rows, t3, j: gl.constexpr, LV: gl.constexpr):
+    """The state after step ``j``: exp(delta A) h + delta u B."""
+    return gl.exp2(_row(delta, rows, j, LV) * A2) * h + _pick(B, t3, j, 1) * _row(du, rows, j, LV)
+
+
+@gluon.jit
 def _forward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, saved_ptr, T, Dim,
              su, sud, sdt, sdtd, sB, sBn, sC, sCn, sz, szd, so, sod,
              N: gl.constexpr, LANES: gl.constexpr, STEPS: gl.constexpr, WARPS: gl.constexpr, SAVE: gl.constexpr):
@@ -67,19 +100,9 @@ def _forward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr
     LS: gl.constexpr = gl.SliceLayout(1, L3)  # (N, BD): the state
     LT: gl.constexpr = gl.SliceLayout(0, L3)  # (STEPS, BD): per-step values
     BD: gl.constexpr = 32 // LANES * WARPS
-    r = gl.program_id(1)
-    d0 = gl.program_id(0) * BD
-    d = gl.expand_dims(d0 + gl.arange(0, BD, layout=gl.SliceLayout(0, LS)), 0)  # (1, BD)
-    n = gl.expand_dims(gl.arange(0, N, layout=gl.SliceLayout(1, LS)), 1)  # (N, 1)
-    dt = gl.expand_dims(d0 + gl.arange(0, BD, layout=gl.SliceLayout(0, LT)), 0)  # (1, BD)
-    rows = gl.expand_dims(gl.arange(0, STEPS, layout=gl.SliceLayout(1, LT)), 1)  # (STEPS, 1)
-    n3 = gl.expand_dims(gl.expand_dims(gl.arange(0, N, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3))), 1), 2)
-    t3 = gl.expand_dims(gl.expand_dims(gl.arange(0, STEPS, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3))), 0), 2)
-    c3 = gl.expand_dims(gl.expand_dims(gl.arange(0, BD, layout=gl.SliceLayout(0, gl.SliceLayout(1, L3))), 0), 1) * 0
-    A2 = gl.load(A_ptr + d * N + n) * 1.4426950408889634  # (N, BD), for exp2
-    bias = gl.load(bias_ptr + dt)
-    skip = gl.load(D_ptr + dt)
-    saved = saved_ptr + r * (T // STEPS) * Dim * N + d * N + n
+    r, d, n, dt, rows, n3, t3, c3, A, bias, skip, saved = _setup(A_ptr, bias_ptr, D_ptr, saved_ptr, T, Dim, N, STEPS,
+                                                                  BD, L3)
+    A2 = A * 1.4426950408889634  # for exp2
     h = gl.zeros([N, BD], gl.float32, LS)
     for g in range(0, T // STEPS):
         t0 = g * STEPS
@@ -90,9 +113,7 @@ def _forward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr
         du = delta * u
         y = gl.zeros([STEPS, BD], gl.float32, LT)
         for j in gl.static_range(STEPS):
-            step = gl.expand_dims(gl.convert_layout(_pick(delta, rows, j, 0), gl.SliceLayout(0, LS)), 0)
-            push = gl.expand_dims(gl.convert_layout(_pick(du, rows, j, 0), gl.SliceLayout(0, LS)), 0)
-            h = gl.exp2(step * A2) * h + _pick(B, t3, j, 1) * push
+            h = _advance(h, A2, delta, du, B, rows, t3, j, gl.SliceLayout(0, LS))
             out = gl.convert_layout(gl.sum(h * _pick(C, t3, j, 1), 0), gl.SliceLayout(0, LT))
             y = gl.where(rows == j, gl.expand_dims(out, 0), y)
         y = (y + skip * u) * z / (1.0 + gl.exp(-z))
@@ -110,22 +131,11 @@ def _backward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, saved_
     LV: gl.constexpr = gl.SliceLayout(0, LS)  # (BD,) beside the state
     LTV: gl.constexpr = gl.SliceLayout(0, LT)  # (BD,) beside per-step values
     BD: gl.constexpr = 32 // LANES * WARPS
-    r = gl.program_id(1)
-    d0 = gl.program_id(0) * BD
-    d = gl.expand_dims(d0 + gl.arange(0, BD, layout=LV), 0)
-    n = gl.expand_dims(gl.arange(0, N, layout=gl.SliceLayout(1, LS)), 1)
-    dt = gl.expand_dims(d0 + gl.arange(0, BD, layout=LTV), 0)
-    rows = gl.expand_dims(gl.arange(0, STEPS, layout=gl.SliceLayout(1, LT)), 1)
-    n3 = gl.expand_dims(gl.expand_dims(gl.arange(0, N, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3))), 1), 2)
-    t3 = gl.expand_dims(gl.expand_dims(gl.arange(0, STEPS, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3))), 0), 2)
-    c3 = gl.expand_dims(gl.expand_dims(gl.arange(0, BD, layout=gl.SliceLayout(0, gl.SliceLayout(1, L3))), 0), 1) * 0
+    r, d, n, dt, rows, n3, t3, c3, A, bias, skip, saved = _setup(A_ptr, bias_ptr, D_ptr, saved_ptr, T, Dim, N, STEPS,
+                                                                  BD, L3)
     n2 = gl.expand_dims(gl.arange(0, N, layout=gl.SliceLayout(1, gl.SliceLayout(2, L3))), 1)  # (N, 1) of (N, STEPS)
     t2 = gl.expand_dims(gl.arange(0, STEPS, layout=gl.SliceLayout(0, gl.SliceLayout(2, L3))), 0)  # (1, STEPS)
-    A = gl.load(A_ptr + d * N + n)
     A2 = A * 1.4426950408889634
-    bias = gl.load(bias_ptr + dt)
-    skip = gl.load(D_ptr + dt)
-    saved = saved_ptr + r * (T // STEPS) * Dim * N + d * N + n
     carry = gl.zeros([N, BD], gl.float32, LS)  # d loss / d state after the group, times the next step's decay
     dA = gl.zeros([N, BD], gl.float32, LS)
     dD = gl.zeros([BD], gl.float32, LTV)
@@ -147,12 +157,9 @@ def _backward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, saved_
         y = gl.zeros([STEPS, BD], gl.float32, LT)
         for j in gl.static_range(STEPS):
             before = gl.where(t3 == j, gl.expand_dims(h, 1), before)
-            step = gl.expand_dims(gl.convert_layout(_pick(delta, rows, j, 0), LV), 0)
-            push = gl.expand_dims(gl.convert_layout(_pick(du, rows, j, 0), LV), 0)
-            h = gl.exp2(step * A2) * h + _pick(B, t3, j, 1) * push
+            h = _advance(h, A2, delta, du, B, rows, t3, j, LV)
             y = gl.where(rows == j, gl.expand_dims(gl.convert_layout(gl.sum(h * _pick(C, t3, j, 1), 0), LTV), 0), y)
-            dy_j = gl.expand_dims(gl.convert_layout(_pick(dy, rows, j, 0), LV), 0)
-            dC = gl.where(t3 == j, gl.expand_dims(h * dy_j, 1), dC)
+            dC = gl.where(t3 == j, gl.expand_dims(h * _row(dy, rows, j, LV), 1), dC)
         gl.store(dz_ptr + r * sz + dt * szd + rows + t0,
                  (dout * (y + skip * u) * gate * (1.0 + z * (1.0 - gate))).to(dz_ptr.dtype.element_ty))
         dD += gl.sum(dy * u, 0)
@@ -161,17 +168,15 @@ def _backward(u_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, saved_
         gB = gl.zeros([STEPS, BD], gl.float32, LT)  # sum over states of d state * B
         gAh = gl.zeros([STEPS, BD], gl.float32, LT)  # sum over states of d state * A * decay * previous state
         for k in gl.static_range(STEPS - 1, -1, -1):
-            step = gl.expand_dims(gl.convert_layout(_pick(delta, rows, k, 0), LV), 0)
-            push = gl.expand_dims(gl.convert_layout(_pick(du, rows, k, 0), LV), 0)
-            dy_j = gl.expand_dims(gl.convert_layout(_pick(dy, rows, k, 0), LV), 0)
+            step = _row(delta, rows, k, LV)
             decay = gl.exp2(step * A2)
-            grad = dy_j * _pick(C, t3, k, 1) + carry
+            grad = _row(dy, rows, k, LV) * _pick(C, t3, k, 1) + carry
             q = grad * _pick(before, t3, k, 1) * decay
             dA += q * step
             gAh = gl.where(rows == k, gl.expand_dims(gl.convert_layout(gl.sum(q * A, 0), LTV), 0), gAh)
             gB = gl.where(rows == k, gl.expand_dims(gl.convert_layout(gl.sum(grad * _pick(B, t3, k, 1), 0), LTV), 0),
                           gB)
-            dB = gl.where(t3 == k, gl.expand_dims(grad * push, 1), dB)
+            dB = gl.where(t3 == k, gl.expand_dims(grad * _row(du, rows, k, LV), 1), dB)
             carry = decay * grad
         ddt = (gAh + gB * u) * gl.where(x <= 20.0, 1.0 / (1.0 + gl.exp(-x)), 1.0)
         dbias += gl.sum(ddt, 0)
