@@ -11,7 +11,7 @@ import os
 
 log = logging.getLogger("mamba_pyserini")
 FP32_ENV = "MAMBA_PYSERINI_FP32"  # =1: inference in fp32 everywhere
-GRAPHS_ENV = "MAMBA_PYSERINI_CUDA_GRAPHS"  # =0: packed Mamba-1 layers run eagerly, without CUDA graphs
+GRAPHS_ENV = "MAMBA_PYSERINI_CUDA_GRAPHS"  # =0: packed Mamba layers run eagerly, without CUDA graphs
 
 
 @functools.cache
@@ -58,33 +58,40 @@ def ssd_ops(device: str):
     return chunk_scan, causal_conv1d
 
 
+def add_norm(device: str):
+    """The residual add + RMSNorm of packed Mamba layers: mamba_ssm's fused Triton kernel on the fast path, else our
+    PyTorch one, which takes the same arguments (``modeling/packing.py``)."""
+    from .modeling.packing import add_norm_fused, add_norm_reference
+
+    return add_norm_fused if kernel_path(device) == "fast" else add_norm_reference
+
+
 def mamba1_ops(device: str):
     """(selective_scan, causal_conv1d, add_norm) for packed Mamba-1 rows (``modeling/packing.py``): mamba_ssm's CUDA
     scan and fused add + RMSNorm and causal_conv1d's kernel on the fast path, else (the convolution too when
     causal_conv1d is missing) our PyTorch ones, which take the same arguments."""
-    from .modeling.packing import add_norm_fused, add_norm_reference
     from .modeling.scan import selective_scan
     from .modeling.ssd import causal_conv1d
 
     if kernel_path(device) != "fast":
-        return selective_scan, causal_conv1d, add_norm_reference
+        return selective_scan, causal_conv1d, add_norm(device)
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
     if _version("causal_conv1d"):
         from causal_conv1d import causal_conv1d_fn as causal_conv1d
-    return selective_scan_fn, causal_conv1d, add_norm_fused
+    return selective_scan_fn, causal_conv1d, add_norm(device)
 
 
 def packs(device: str, config) -> bool:
-    """Whether batches for a backbone with this config run packed on ``device`` (``modeling/packing.py``): Mamba-1 on
-    the fast path, where packing removes the padding; attention models set to the ``varlen`` implementation, on
-    GPUs. Elsewhere right-padded batches are faster (the CPU scan steps through every position)."""
+    """Whether batches for a backbone with this config run packed on ``device`` (``modeling/packing.py``): Mamba-1 and
+    Mamba-2 on the fast path, where packing removes the padding; attention models set to the ``varlen``
+    implementation, on GPUs. Elsewhere right-padded batches are faster (the CPU scans step through every position)."""
     from .modeling.packing import can_pack
 
-    return can_pack(config, device) and (config.model_type != "mamba" or kernel_path(device) == "fast")
+    return can_pack(config, device) and (config.model_type not in ("mamba", "mamba2") or kernel_path(device) == "fast")
 
 
 def cuda_graphs(device: str) -> bool:
-    """Whether packed Mamba-1 layers replay CUDA graphs (``modeling/cuda_graphs.py``): on the fast path, unless the
+    """Whether packed Mamba-1 and Mamba-2 layers replay CUDA graphs (``modeling/cuda_graphs.py``): on the fast path, unless the
     environment sets ``MAMBA_PYSERINI_CUDA_GRAPHS=0``."""
     return kernel_path(device) == "fast" and os.environ.get(GRAPHS_ENV) != "0"
 
@@ -128,11 +135,17 @@ def kernels_for(device: str, unfused: bool = False):
     transformers binds mamba_ssm's CUDA functions at import when the package is installed, and would call them on
     CPU tensors too; off the fast path this swaps in the PyTorch reference functions they wrap (our own Mamba-1 scan
     in place of transformers' slow one), then restores. ``unfused`` keeps the fast kernels but not Mamba-1's fused
-    training function, which reads the projection weights directly and so would bypass LoRA adapters on them (and
-    which needs causal_conv1d)."""
+    training function, which reads the projection weights directly and so would bypass LoRA adapters on them.
+    Without causal_conv1d, which Mamba-1's and Mamba-2's fused training functions need, both are off and our
+    convolution serves, as transformers' own fallback ignores Mamba-2's segment ids (``seq_idx``)."""
+    from .modeling.ssd import causal_conv1d
+
     fast = kernel_path(device) == "fast"
-    unfused = unfused or not _version("causal_conv1d")  # the fused function asserts that causal_conv1d is there
-    overrides = {} if fast else _reference_overrides()
+    conv = bool(_version("causal_conv1d"))
+    off = {"mamba_inner_fn"} if unfused else set()  # fused training functions to leave out
+    if not conv:
+        off |= {"mamba_inner_fn", "mamba2_split_conv1d_scan_combined"}
+    overrides = _reference_overrides() if not fast else {} if conv else {"causal_conv1d_fn": causal_conv1d}
     swapped = []
     for module in map(importlib.import_module, MAMBA_MODULES):
         for name, fn in list(vars(module).items()):
@@ -140,7 +153,7 @@ def kernels_for(device: str, unfused: bool = False):
                 swapped.append((module, name, fn))
                 setattr(module, name, overrides[name])
             elif (callable(fn) and getattr(fn, "__module__", None) == module.__name__ and hasattr(fn, "__wrapped__")
-                  and (not fast or (unfused and name == "mamba_inner_fn"))):
+                  and (not fast or name in off)):
                 swapped.append((module, name, fn))
                 setattr(module, name, inspect.unwrap(fn))
     try:

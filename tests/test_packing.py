@@ -1,5 +1,6 @@
 """Packed batches (sequences end to end in rows; Mamba-1's convolution inputs zeroed and scan state reset at
-separators) score and train as right-padded ones, on the PyTorch path that CPUs run."""
+separators, Mamba-2's restarted at each segment id) score and train as right-padded ones, on the PyTorch path that
+CPUs run."""
 import pytest
 import torch
 
@@ -64,6 +65,12 @@ def test_pack_lays_sequences_in_rows_with_separators(model_and_features):
     assert starts | {r * width for r in range(rows + 1)} <= bounds
     assert torch.equal(p.unpack(batch["input_ids"][..., None])[..., 0] * batch["attention_mask"],
                        model.collate(features)["input_ids"] * batch["attention_mask"])
+    ids = p.seq_idx.flatten()  # segment ids: one per sequence, others for the separators and padding
+    assert p.seq_idx.dtype == torch.int32 and (ids.diff() >= 0).all()
+    per_sequence = [set(part.tolist()) for part in ids[p.source].split(lengths)]
+    assert all(len(s) == 1 for s in per_sequence) and len(set.union(*per_sequence)) == len(features)
+    outside = torch.ones(rows * width, dtype=torch.bool).index_fill(0, p.source, False)
+    assert not set(ids[outside].tolist()) & set.union(*per_sequence)
 
 
 @pytest.mark.parametrize("row_length", [None, 40])
@@ -71,6 +78,33 @@ def test_packed_scores_and_gradients_match_padded(model_and_features, row_length
     model, features = model_and_features
     model.train()
     assert_packed_matches_padded(model, features, row_length)
+
+
+@pytest.fixture(scope="module")
+def mamba2_model(neox_tokenizer):
+    torch.manual_seed(0)
+    return MambaCrossEncoder.from_backbone_config(tiny_backbone_config("mamba2", len(neox_tokenizer)), neox_tokenizer)
+
+
+@pytest.mark.parametrize("row_length", [None, 40])
+def test_packed_mamba2_scores_and_gradients_match_padded(mamba2_model, model_and_features, row_length):
+    """Mamba-2 packs without separators: its convolution and chunk scan restart where the segment id changes."""
+    features = model_and_features[1]
+    assert separator_tokens(mamba2_model.backbone.config) == 0
+    mamba2_model.train()
+    assert_packed_matches_padded(mamba2_model, features, row_length)
+
+
+def test_packed_mamba2_sequences_leak_without_segment_ids(mamba2_model, model_and_features):
+    features = model_and_features[1]
+    mamba2_model.eval()
+    batch = packed(mamba2_model, features)
+    with torch.no_grad(), kernels_for("cpu"):
+        padded = mamba2_model(**mamba2_model.batch(features, "cpu", pack=False))
+        assert torch.allclose(mamba2_model(**batch), padded, rtol=1e-5, atol=1e-6)
+        batch["packing"].seq_idx.zero_()  # one segment: each sequence's state flows into the next
+        leaky = mamba2_model(**batch)
+    assert (leaky - padded).abs().max() > 1e-4
 
 
 def test_packed_scores_match_padded_with_biased_projections(neox_tokenizer):
@@ -97,9 +131,10 @@ def test_without_the_reset_or_enough_separators_sequences_leak_into_each_other(m
     assert (leaky - padded).abs().max() > 1e-4
 
 
-def test_cpu_batches_are_padded_and_hidden_states_of_every_layer_need_them(model_and_features):
+def test_cpu_batches_are_padded_and_hidden_states_of_every_layer_need_them(model_and_features, mamba2_model):
     model, features = model_and_features
     assert not packs("cpu", model.backbone.config) and "packing" not in model.batch(features, "cpu")
+    assert not packs("cpu", mamba2_model.backbone.config)
     with pytest.raises(ValueError, match="right-padded"):
         model.hidden(**packed(model, features), all_layers=True)
 

@@ -3,8 +3,10 @@ on padding and a step has one of a few shapes.
 
 Mamba-1 (transformers ``MambaModel``) runs packed here with its own weights, channels first as mamba_ssm's kernels
 want them: separator tokens before each sequence zero the convolution's inputs and reset the selective scan's
-state with a decay of exactly zero (see :func:`_mixer`); attention models run packed through torch's variable-length
-flash attention (``varlen_attn``), registered with transformers as the ``varlen`` attention implementation. Outputs are
+state with a decay of exactly zero (see :func:`_mixer`); Mamba-2 (``Mamba2Model``) runs its own blocks with each
+token's segment id (``seq_idx``), at which its convolution and chunk scan restart; attention models run packed
+through torch's variable-length flash attention (``varlen_attn``), registered with transformers as the ``varlen``
+attention implementation. Outputs are
 scattered back to the right-padded (B, L, D) layout, so pooling and heads do not change."""
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ class Packing:
     in its sequence (0 elsewhere); ``separators`` (R, 1, T): the separator tokens (see :func:`pack`), broadcast over
     channels.
     ``cu_seqlens`` (N + 1,) int32 and ``max_seqlen``: flash attention's segment boundaries in the flattened rows
-    (each sequence, each run of separators and the padding at a row's end is a segment). ``source``, ``index`` (n,):
+    (each sequence, each run of separators and the padding at a row's end is a segment); ``seq_idx`` (R, T) int32:
+    each token's segment, as Mamba-2's kernels take it. ``source``, ``index`` (n,):
     each real token's place in the flattened rows and in the flattened right-padded batch of ``shape`` (B, L)."""
 
     position_ids: torch.Tensor
     separators: torch.Tensor
     cu_seqlens: torch.Tensor
+    seq_idx: torch.Tensor
     source: torch.Tensor
     index: torch.Tensor
     max_seqlen: int
@@ -97,6 +101,8 @@ def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | No
     packing = Packing(position_ids=torch.from_numpy(position_ids).view(rows, row),
                       separators=torch.from_numpy(marks).view(rows, 1, row),
                       cu_seqlens=F.pad(torch.tensor(segments).cumsum(0), (1, 0)).to(torch.int32),
+                      seq_idx=torch.from_numpy(np.repeat(np.arange(len(segments), dtype=np.int32), segments)).view(
+                          rows, row),
                       source=torch.from_numpy(source), index=torch.from_numpy(index), max_seqlen=max(segments),
                       shape=(len(features), width))
     return {**batch, "attention_mask": mask, "packing": packing}
@@ -109,9 +115,9 @@ def separator_tokens(config) -> int:
 
 
 def can_pack(config, device: str) -> bool:
-    """Whether a backbone with this transformers config can run packed rows on ``device``: Mamba-1 anywhere, an
-    attention model whose attention implementation is :data:`VARLEN` on GPUs (flash attention)."""
-    if config.model_type == "mamba":
+    """Whether a backbone with this transformers config can run packed rows on ``device``: Mamba-1 and Mamba-2
+    anywhere, an attention model whose attention implementation is :data:`VARLEN` on GPUs (flash attention)."""
+    if config.model_type in ("mamba", "mamba2"):
         return True
     return device.startswith("cuda") and getattr(config, "_attn_implementation", None) == VARLEN
 
@@ -122,6 +128,9 @@ def packed_hidden(backbone, input_ids, token_type_ids, packing: Packing) -> torc
     if config.model_type == "mamba":
         base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # under LoRA
         return mamba_packed(base, input_ids, packing)
+    if config.model_type == "mamba2":
+        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+        return mamba2_packed(base, input_ids, packing)
     if getattr(config, "_attn_implementation", None) == VARLEN:
         register_varlen_attention()
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
@@ -255,6 +264,33 @@ def add_norm_fused(hidden, residual, norm, residual_in_fp32: bool):
 
     return rms_norm_fn(hidden, norm.weight, None, residual=residual, prenorm=True, residual_in_fp32=residual_in_fp32,
                        eps=norm.variance_epsilon)
+
+
+# -- Mamba-2 -------------------------------------------------------------------------------------------------------
+def mamba2_packed(model, input_ids, packing: Packing) -> torch.Tensor:
+    """transformers ``Mamba2Model``'s forward over packed rows: its mixers, given each token's segment (``seq_idx``),
+    which their convolution and chunk scan (mamba_ssm's kernels, or ``modeling/ssd.py`` where ``_kernels`` swaps them
+    in) take so as not to carry anything across segments, between the fused residual add + RMSNorm of
+    ``_kernels.add_norm``; replayed from a CUDA graph where ``_kernels.cuda_graphs`` says."""
+    from .._kernels import add_norm, cuda_graphs
+    from .cuda_graphs import graphed
+
+    device = input_ids.device.type
+    layers = functools.partial(mamba2_layers, model.layers, model.norm_f, add_norm(device))
+    args = (model.embeddings(input_ids), packing.seq_idx)
+    if cuda_graphs(device):
+        return graphed(model, layers, [model.layers, model.norm_f], args)
+    return layers(*args)
+
+
+def mamba2_layers(layers, norm_f, add_norm, hidden, seq_idx) -> torch.Tensor:
+    """``Mamba2Model``'s ``layers`` and final norm over packed rows of embeddings (R, T, D): each block's norm, mixer
+    and residual add, with the add fused into the next norm."""
+    residual = None
+    for block in layers:
+        hidden, residual = add_norm(hidden, residual, block.norm, block.residual_in_fp32)
+        hidden = block.mixer(hidden, seq_idx=seq_idx)
+    return add_norm(hidden, residual, norm_f, layers[-1].residual_in_fp32)[0]
 
 
 # -- attention -----------------------------------------------------------------------------------------------------
