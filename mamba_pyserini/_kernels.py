@@ -91,8 +91,8 @@ def packs(device: str, config) -> bool:
 
 
 def cuda_graphs(device: str) -> bool:
-    """Whether packed Mamba-1 and Mamba-2 layers replay CUDA graphs (``modeling/cuda_graphs.py``): on the fast path, unless the
-    environment sets ``MAMBA_PYSERINI_CUDA_GRAPHS=0``."""
+    """Whether packed Mamba-1 and Mamba-2 layers replay CUDA graphs (``modeling/cuda_graphs.py``): on the fast path,
+    unless the environment sets ``MAMBA_PYSERINI_CUDA_GRAPHS=0``."""
     return kernel_path(device) == "fast" and os.environ.get(GRAPHS_ENV) != "0"
 
 

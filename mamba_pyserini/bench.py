@@ -7,8 +7,8 @@ Workloads (each model tokenizes with its own tokenizer and template, max length 
   a multiple of 128: at most four shapes, so autotuning and cuBLAS heuristics run once per shape) or ``bucketed``
   (length-sorted micro-batches of at most ``--bucket-tokens`` padded tokens, one loss over all of them); and, where
   the model can pack (``modeling/packing.py``), ``packed`` (rows of 1,024 tokens; the Mamba models replay CUDA
-  graphs) and, for them, ``packed-eager`` (the same without CUDA graphs). Every configuration is timed after an untimed pass
-  over the same steps.
+  graphs) and, for them, ``packed-eager`` (the same without CUDA graphs). Every configuration is timed after an
+  untimed pass over the same steps.
 - ``rerank``: the bundled DL19 BM25 top-100 (4,300 pairs) through ``MambaCrossEncoder.predict``, tokenization included
   (overlapped with the model, as in ``search``).
 - ``sweep``: training steps of 32k tokens in sequences of one uniform length, 128 to 2,048 tokens.
@@ -343,7 +343,8 @@ def summary(report: dict, ours: tuple[str, ...] = OURS) -> dict:
         train = best(mine, "train")
         return {"train_ratio_vs_pythia": ratio("pythia-160m", "train"),
                 "rerank_ratio_vs_pythia": ratio("pythia-160m", "rerank"),
-                "train_ratio_vs_bert": ratio("bert-base", "train"), "rerank_ratio_vs_bert": ratio("bert-base", "rerank"),
+                "train_ratio_vs_bert": ratio("bert-base", "train"),
+                "rerank_ratio_vs_bert": ratio("bert-base", "rerank"),
                 "train_ratio_vs_paper_stack": round(train / paper, 3) if train and paper else None,
                 "train_seq_per_s": round(train, 1) if train else None}
 

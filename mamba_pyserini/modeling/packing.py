@@ -6,8 +6,8 @@ want them: separator tokens before each sequence zero the convolution's inputs a
 state with a decay of exactly zero (see :func:`_mixer`); Mamba-2 (``Mamba2Model``) runs its own blocks with each
 token's segment id (``seq_idx``), at which its convolution and chunk scan restart; attention models run packed
 through torch's variable-length flash attention (``varlen_attn``), registered with transformers as the ``varlen``
-attention implementation. Outputs are
-scattered back to the right-padded (B, L, D) layout, so pooling and heads do not change."""
+attention implementation. Outputs are scattered back to the right-padded (B, L, D) layout, so pooling and heads do
+not change."""
 from __future__ import annotations
 
 import functools
@@ -30,8 +30,8 @@ class Packing:
     channels.
     ``cu_seqlens`` (N + 1,) int32 and ``max_seqlen``: flash attention's segment boundaries in the flattened rows
     (each sequence, each run of separators and the padding at a row's end is a segment); ``seq_idx`` (R, T) int32:
-    each token's segment, as Mamba-2's kernels take it. ``source``, ``index`` (n,):
-    each real token's place in the flattened rows and in the flattened right-padded batch of ``shape`` (B, L)."""
+    each token's segment, as Mamba-2's kernels take it. ``source``, ``index`` (n,): each real token's place in the
+    flattened rows and in the flattened right-padded batch of ``shape`` (B, L)."""
 
     position_ids: torch.Tensor
     separators: torch.Tensor
@@ -125,12 +125,9 @@ def can_pack(config, device: str) -> bool:
 def packed_hidden(backbone, input_ids, token_type_ids, packing: Packing) -> torch.Tensor:
     """Last hidden states (R, T, D) of packed rows."""
     config = backbone.config
-    if config.model_type == "mamba":
+    if config.model_type in ("mamba", "mamba2"):
         base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # under LoRA
-        return mamba_packed(base, input_ids, packing)
-    if config.model_type == "mamba2":
-        base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-        return mamba2_packed(base, input_ids, packing)
+        return (mamba_packed if config.model_type == "mamba" else mamba2_packed)(base, input_ids, packing)
     if getattr(config, "_attn_implementation", None) == VARLEN:
         register_varlen_attention()
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
@@ -145,14 +142,19 @@ def mamba_packed(model, input_ids, packing: Packing) -> torch.Tensor:
     """transformers ``MambaModel``'s forward over packed rows, on the path ``_kernels.mamba1_ops`` picks (mamba_ssm's
     selective scan, causal_conv1d and fused add + RMSNorm on the fast path; PyTorch otherwise), its layers replayed
     from a CUDA graph where ``_kernels.cuda_graphs`` says (``modeling/cuda_graphs.py``)."""
-    from .._kernels import cuda_graphs, mamba1_ops
+    from .._kernels import mamba1_ops
+
+    layers = functools.partial(mamba_layers, model.layers, model.norm_f, mamba1_ops(input_ids.device.type))
+    return _run_layers(model, layers, (model.embeddings(input_ids), packing.separators))
+
+
+def _run_layers(model, layers, args: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``layers(*args)``: a Mamba model's layer stack (a function of the layers, not of the model, so that the
+    model's graph cache does not keep it alive), replayed from a CUDA graph where ``_kernels.cuda_graphs`` says."""
+    from .._kernels import cuda_graphs
     from .cuda_graphs import graphed
 
-    device = input_ids.device.type
-    # the layers, not the model: the model's graph cache must not keep the model alive
-    layers = functools.partial(mamba_layers, model.layers, model.norm_f, mamba1_ops(device))
-    args = (model.embeddings(input_ids), packing.separators)
-    if cuda_graphs(device):
+    if cuda_graphs(args[0].device.type):
         return graphed(model, layers, [model.layers, model.norm_f], args)
     return layers(*args)
 
@@ -272,15 +274,10 @@ def mamba2_packed(model, input_ids, packing: Packing) -> torch.Tensor:
     which their convolution and chunk scan (mamba_ssm's kernels, or ``modeling/ssd.py`` where ``_kernels`` swaps them
     in) take so as not to carry anything across segments, between the fused residual add + RMSNorm of
     ``_kernels.add_norm``; replayed from a CUDA graph where ``_kernels.cuda_graphs`` says."""
-    from .._kernels import add_norm, cuda_graphs
-    from .cuda_graphs import graphed
+    from .._kernels import add_norm
 
-    device = input_ids.device.type
-    layers = functools.partial(mamba2_layers, model.layers, model.norm_f, add_norm(device))
-    args = (model.embeddings(input_ids), packing.seq_idx)
-    if cuda_graphs(device):
-        return graphed(model, layers, [model.layers, model.norm_f], args)
-    return layers(*args)
+    layers = functools.partial(mamba2_layers, model.layers, model.norm_f, add_norm(input_ids.device.type))
+    return _run_layers(model, layers, (model.embeddings(input_ids), packing.seq_idx))
 
 
 def mamba2_layers(layers, norm_f, add_norm, hidden, seq_idx) -> torch.Tensor:
