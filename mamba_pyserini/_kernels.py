@@ -85,9 +85,9 @@ def packs(device: str, config) -> bool:
     """Whether batches for a backbone with this config run packed on ``device`` (``modeling/packing.py``): Mamba-1 and
     Mamba-2 on the fast path, where packing removes the padding; attention models set to the ``varlen``
     implementation, on GPUs. Elsewhere right-padded batches are faster (the CPU scans step through every position)."""
-    from .modeling.packing import can_pack
+    from .modeling.packing import MAMBA_TYPES, can_pack
 
-    return can_pack(config, device) and (config.model_type not in ("mamba", "mamba2") or kernel_path(device) == "fast")
+    return can_pack(config, device) and (config.model_type not in MAMBA_TYPES or kernel_path(device) == "fast")
 
 
 def cuda_graphs(device: str) -> bool:
@@ -138,14 +138,14 @@ def kernels_for(device: str, unfused: bool = False):
     training function, which reads the projection weights directly and so would bypass LoRA adapters on them.
     Without causal_conv1d, which Mamba-1's and Mamba-2's fused training functions need, both are off and our
     convolution serves, as transformers' own fallback ignores Mamba-2's segment ids (``seq_idx``)."""
-    from .modeling.ssd import causal_conv1d
-
     fast = kernel_path(device) == "fast"
     conv = bool(_version("causal_conv1d"))
-    off = {"mamba_inner_fn"} if unfused else set()  # fused training functions to leave out
-    if not conv:
-        off |= {"mamba_inner_fn", "mamba2_split_conv1d_scan_combined"}
-    overrides = _reference_overrides() if not fast else {} if conv else {"causal_conv1d_fn": causal_conv1d}
+    off = set() if conv else {"mamba2_split_conv1d_scan_combined"}  # fused training functions to leave out
+    if unfused or not conv:
+        off.add("mamba_inner_fn")
+    overrides = {} if fast else _reference_overrides()
+    if fast and not conv:
+        overrides = {"causal_conv1d_fn": _reference_overrides()["causal_conv1d_fn"]}
     swapped = []
     for module in map(importlib.import_module, MAMBA_MODULES):
         for name, fn in list(vars(module).items()):

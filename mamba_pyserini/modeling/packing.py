@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 VARLEN = "varlen"  # transformers attention implementation name of torch's varlen flash attention
 ROW_LENGTH = 1024  # tokens per packed row on GPUs: one scan chunk, and few distinct shapes (rows x 1024)
+MAMBA_TYPES = ("mamba", "mamba2")  # transformers model types of the Mamba backbones that pack (Mamba-1, Mamba-2)
 RESET_STEP = 2.0**24  # the scan's step at a separator: exp(step * A) is exactly 0 for any |A| > 1e-5
 
 
@@ -117,7 +118,7 @@ def separator_tokens(config) -> int:
 def can_pack(config, device: str) -> bool:
     """Whether a backbone with this transformers config can run packed rows on ``device``: Mamba-1 and Mamba-2
     anywhere, an attention model whose attention implementation is :data:`VARLEN` on GPUs (flash attention)."""
-    if config.model_type in ("mamba", "mamba2"):
+    if config.model_type in MAMBA_TYPES:
         return True
     return device.startswith("cuda") and getattr(config, "_attn_implementation", None) == VARLEN
 
@@ -125,7 +126,7 @@ def can_pack(config, device: str) -> bool:
 def packed_hidden(backbone, input_ids, token_type_ids, packing: Packing) -> torch.Tensor:
     """Last hidden states (R, T, D) of packed rows."""
     config = backbone.config
-    if config.model_type in ("mamba", "mamba2"):
+    if config.model_type in MAMBA_TYPES:
         base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone  # under LoRA
         return (mamba_packed if config.model_type == "mamba" else mamba2_packed)(base, input_ids, packing)
     if getattr(config, "_attn_implementation", None) == VARLEN:
