@@ -81,6 +81,20 @@ def mamba1_ops(device: str):
     return selective_scan_fn, causal_conv1d, add_norm(device)
 
 
+def mamba2_ops(device: str):
+    """(split_conv1d_scan, add_norm) for packed Mamba-2 rows (``modeling/packing.py``): mamba_ssm's fused
+    convolution + chunk scan + gated RMSNorm + out-projection on the fast path with causal_conv1d (in training and
+    inference alike: transformers fuses in training only), else ``modeling/ssd.py``'s, which takes the same arguments,
+    over :func:`ssd_ops`' chunk scan and convolution."""
+    from .modeling.ssd import split_conv1d_scan
+
+    if kernel_path(device) == "fast" and _version("causal_conv1d"):
+        from mamba_ssm.ops.triton.ssd_combined import mamba_split_conv1d_scan_combined as split_conv1d_scan
+        return split_conv1d_scan, add_norm(device)
+    chunk_scan, conv = ssd_ops(device)
+    return functools.partial(split_conv1d_scan, chunk_scan=chunk_scan, conv=conv), add_norm(device)
+
+
 def packs(device: str, config) -> bool:
     """Whether batches for a backbone with this config run packed on ``device`` (``modeling/packing.py``): Mamba-1 and
     Mamba-2 on the fast path, where packing removes the padding; attention models set to the ``varlen``

@@ -6,8 +6,8 @@ Workloads (each model tokenizes with its own tokenizer and template, max length 
   fused AdamW, bf16 autocast on GPU; batched ``padded`` (one batch padded to a multiple of 8), ``rounded`` (padded to
   a multiple of 128: at most four shapes, so autotuning and cuBLAS heuristics run once per shape) or ``bucketed``
   (length-sorted micro-batches of at most ``--bucket-tokens`` padded tokens, one loss over all of them); and, where
-  the model can pack (``modeling/packing.py``), ``packed`` (rows of 1,024 tokens; the Mamba models replay CUDA
-  graphs) and, for them, ``packed-eager`` (the same without CUDA graphs). Every configuration is timed after an
+  the model can pack (``modeling/packing.py``), ``packed`` (rows as ``packing.layout`` says; the Mamba models replay
+  CUDA graphs) and, for them, ``packed-eager`` (the same without CUDA graphs). Every configuration is timed after an
   untimed pass over the same steps.
 - ``rerank``: the bundled DL19 BM25 top-100 (4,300 pairs) through ``MambaCrossEncoder.predict``, tokenization included
   (overlapped with the model, as in ``search``).

@@ -20,9 +20,9 @@ def model_and_features(neox_tokenizer):
     return model, features
 
 
-def packed(model, features, row_length=None, separators=None):
+def packed(model, features, row_length=None, separators=None, **layout):
     gap = separator_tokens(model.backbone.config) if separators is None else separators
-    return pack(features, model.pad_id(), row_length, gap)
+    return pack(features, model.pad_id(), row_length, gap, **layout)
 
 
 def scores_and_grads(model, batch):
@@ -33,10 +33,10 @@ def scores_and_grads(model, batch):
     return scores.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def assert_packed_matches_padded(model, features, row_length=None) -> dict:
+def assert_packed_matches_padded(model, features, row_length=None, **layout) -> dict:
     """Packed scores and gradients equal the right-padded ones; returns the gradients by name."""
     padded, padded_grads = scores_and_grads(model, model.batch(features, "cpu", pack=False))
-    scores, packed_grads = scores_and_grads(model, packed(model, features, row_length))
+    scores, packed_grads = scores_and_grads(model, packed(model, features, row_length, **layout))
     torch.testing.assert_close(scores, padded, rtol=1e-5, atol=1e-6)
     assert padded_grads.keys() == packed_grads.keys()
     for name, grad in padded_grads.items():
@@ -86,13 +86,29 @@ def mamba2_model(neox_tokenizer):
     return MambaCrossEncoder.from_backbone_config(tiny_backbone_config("mamba2", len(neox_tokenizer)), neox_tokenizer)
 
 
-@pytest.mark.parametrize("row_length", [None, 40])
-def test_packed_mamba2_scores_and_gradients_match_padded(mamba2_model, model_and_features, row_length):
-    """Mamba-2 packs without separators: its convolution and chunk scan restart where the segment id changes."""
+@pytest.mark.parametrize("row_length, on_gpu", [(None, False), (40, False), (None, True)])
+def test_packed_mamba2_scores_and_gradients_match_padded(mamba2_model, model_and_features, row_length, on_gpu):
+    """Mamba-2 packs without separators: its convolution and chunk scan restart where the segment id changes (on
+    GPUs in one row padded to whole chunks)."""
     features = model_and_features[1]
     assert separator_tokens(mamba2_model.backbone.config) == 0
     mamba2_model.train()
-    assert_packed_matches_padded(mamba2_model, features, row_length)
+    layout = packing.layout(mamba2_model.backbone.config, on_gpu) if on_gpu else {}
+    assert_packed_matches_padded(mamba2_model, features, row_length, **layout)
+
+
+def test_layout_puts_mamba2_in_one_row_of_whole_chunks_and_others_in_rows(mamba2_model, model_and_features):
+    model, features = model_and_features
+    tokens = sum(len(f["input_ids"]) for f in features)
+    chunk = mamba2_model.backbone.config.chunk_size
+    assert tokens % chunk  # the row needs padding to whole chunks
+    ids = pack(features, 0, **packing.layout(mamba2_model.backbone.config, on_gpu=True))["input_ids"]
+    assert ids.shape == (1, -(-tokens // chunk) * chunk)
+    assert packing.layout(model.backbone.config, on_gpu=True) == {"separators": 3, "row_length": packing.ROW_LENGTH}
+    for m, gaps in ((model, 3), (mamba2_model, 0)):
+        cpu = packing.layout(m.backbone.config, on_gpu=False)
+        assert cpu == {"separators": gaps}
+        assert pack(features, 0, **cpu)["input_ids"].shape == (1, tokens + gaps * (len(features) - 1))
 
 
 def test_packed_mamba2_sequences_leak_without_segment_ids(mamba2_model, model_and_features):
@@ -154,6 +170,23 @@ def test_lora_adapted_projections_run_packed_as_padded(model_and_features):
                                                                init_lora_weights=False))
     model.train()
     assert any("lora" in name for name in assert_packed_matches_padded(model, features, row_length=60))
+
+
+def test_lora_adapted_mamba2_runs_packed_as_padded(mamba2_model, model_and_features):
+    """The packed Mamba-2 mixer calls the in-projection as a module (peft refuses LoRA on Mamba's out-projection,
+    whose weight the fused mixer reads directly)."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    features = model_and_features[1]
+    model = copy.deepcopy(mamba2_model)
+    torch.manual_seed(1)
+    model.backbone = get_peft_model(model.backbone, LoraConfig(r=4, target_modules=["in_proj", "embeddings"],
+                                                               init_lora_weights=False))
+    model.train()
+    grads = assert_packed_matches_padded(model, features, row_length=60)
+    assert any("in_proj.lora" in name for name in grads) and any("embeddings.lora" in name for name in grads)
 
 
 @pytest.mark.parametrize("x_channels_last", [False, True])

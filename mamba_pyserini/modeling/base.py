@@ -18,7 +18,7 @@ from .._kernels import inference_autocast, kernels_for, packs
 from ..config import CONFIG_KEY, MambaRankerConfig
 from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
                        resolve_checkpoint)
-from .packing import ROW_LENGTH, packed_hidden, separator_tokens, to_device
+from .packing import layout, packed_hidden, to_device
 from .packing import pack as pack_features
 
 log = logging.getLogger("mamba_pyserini")
@@ -161,13 +161,12 @@ class RankingModel(nn.Module):
     def batch(self, features: list[dict[str, list[int]]], device: str, pack: bool | None = None) -> dict:
         """The model's inputs for ``features`` on ``device``: packed into rows (``modeling/packing.py``) where
         ``_kernels.packs`` says (or ``pack``, else :attr:`packing`, insists), else right-padded; on GPUs, padded
-        lengths are rounded up to a multiple of 8 and packed rows are ``ROW_LENGTH`` long, so that steps have few
-        distinct shapes."""
+        lengths are rounded up to a multiple of 8 and packed rows laid out as ``packing.layout`` says, so that steps
+        have few distinct shapes."""
         on_gpu = device.startswith("cuda")
         pack = self.packing if pack is None else pack
         if packs(device, self.backbone.config) if pack is None else pack:
-            batch = pack_features(features, self.pad_id(), ROW_LENGTH if on_gpu else None,
-                                  separator_tokens(self.backbone.config))
+            batch = pack_features(features, self.pad_id(), **layout(self.backbone.config, on_gpu))
         else:
             batch = self.collate(features, 8 if on_gpu else 1)
         return {k: v.to(device, non_blocking=True) if k == "packing" else to_device(v, device, non_blocking=True)

@@ -1,4 +1,4 @@
-"""CUDA graphs for packed layer stacks: a packed batch has one of a few shapes (rows x ``ROW_LENGTH``), so its
+"""CUDA graphs for packed layer stacks: a packed batch has one of a few shapes (``packing.layout``), so its
 forward (and backward) kernels are captured once per shape and replayed as one launch, instead of hundreds of small
 launches from Python per step.
 

@@ -1,13 +1,13 @@
-"""Packed batches: a batch's sequences laid end to end in rows of :data:`ROW_LENGTH` tokens, so little work is spent
-on padding and a step has one of a few shapes.
+"""Packed batches: a batch's sequences laid end to end in rows (see :func:`layout`), so little work is spent on
+padding and a step has one of a few shapes.
 
 Mamba-1 (transformers ``MambaModel``) runs packed here with its own weights, channels first as mamba_ssm's kernels
 want them: separator tokens before each sequence zero the convolution's inputs and reset the selective scan's
-state with a decay of exactly zero (see :func:`_mixer`); Mamba-2 (``Mamba2Model``) runs its own blocks with each
-token's segment id (``seq_idx``), at which its convolution and chunk scan restart; attention models run packed
-through torch's variable-length flash attention (``varlen_attn``), registered with transformers as the ``varlen``
-attention implementation. Outputs are scattered back to the right-padded (B, L, D) layout, so pooling and heads do
-not change."""
+state with a decay of exactly zero (see :func:`_mixer`); Mamba-2 (``Mamba2Model``) runs each mixer as one fused call
+(:func:`_mamba2_mixer`) given each token's segment id (``seq_idx``), at which its convolution and chunk scan restart;
+attention models run packed through torch's variable-length flash attention (``varlen_attn``), registered with
+transformers as the ``varlen`` attention implementation. Outputs are scattered back to the right-padded (B, L, D)
+layout, so pooling and heads do not change."""
 from __future__ import annotations
 
 import functools
@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 VARLEN = "varlen"  # transformers attention implementation name of torch's varlen flash attention
-ROW_LENGTH = 1024  # tokens per packed row on GPUs: one scan chunk, and few distinct shapes (rows x 1024)
+ROW_LENGTH = 1024  # tokens per packed row of Mamba-1 and attention models on GPUs: few distinct shapes (rows x 1024)
 MAMBA_TYPES = ("mamba", "mamba2")  # transformers model types of the Mamba backbones that pack (Mamba-1, Mamba-2)
 RESET_STEP = 2.0**24  # the scan's step at a separator: exp(step * A) is exactly 0 for any |A| > 1e-5
 
@@ -63,15 +63,17 @@ def to_device(tensor: torch.Tensor, device, non_blocking: bool = False) -> torch
 
 
 def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | None = None,
-         separators: int = 0) -> dict:
+         separators: int = 0, multiple_of: int = 1) -> dict:
     """``features`` laid end to end, in order, in rows of ``input_ids`` (and ``token_type_ids``) (R, T), a new row
     starting where the next sequence would not fit. T is ``row_length`` (or the longest sequence, if longer); without
-    ``row_length`` everything goes in one row of exactly the batch's tokens. ``separators`` pad tokens precede every
-    sequence that does not begin its row (Mamba-1 needs :func:`separator_tokens`). Returns those, the (B, L)
-    ``attention_mask`` of the right-padded batch and the :class:`Packing`."""
+    ``row_length`` everything goes in one row of the batch's tokens, rounded up to a multiple of ``multiple_of``.
+    ``separators`` pad tokens precede every sequence that does not begin its row (Mamba-1 needs
+    :func:`separator_tokens`). Returns those, the (B, L) ``attention_mask`` of the right-padded batch and the
+    :class:`Packing`."""
     lengths = np.array([len(f["input_ids"]) for f in features])
     width = int(lengths.max())
-    row = max(row_length or int(lengths.sum()) + separators * (len(features) - 1), width)
+    row = max(row_length or -(-(int(lengths.sum()) + separators * (len(features) - 1)) // multiple_of) * multiple_of,
+              width)
     starts, leads, segments = np.empty(len(features), dtype=np.int64), np.zeros(len(features), dtype=bool), []
     rows, filled = 0, row
     for i, n in enumerate(lengths.tolist()):  # greedy, in order: a new row where the next sequence would not fit
@@ -107,6 +109,18 @@ def pack(features: list[dict[str, list[int]]], pad_id: int, row_length: int | No
                       source=torch.from_numpy(source), index=torch.from_numpy(index), max_seqlen=max(segments),
                       shape=(len(features), width))
     return {**batch, "attention_mask": mask, "packing": packing}
+
+
+def layout(config, on_gpu: bool) -> dict:
+    """:func:`pack`'s layout arguments for a backbone with this transformers config: its :func:`separator_tokens`
+    and, on GPUs, its rows. Mamba-2 goes in one row of whole scan chunks, whose chunks its kernels run in parallel
+    (the least padding: 1.5% of the bench's training tokens, against 13% in rows of 1,024); Mamba-1, whose scan runs
+    rows x channels in parallel (1.8x slower per token in one row), and attention models in rows of
+    :data:`ROW_LENGTH`. Elsewhere (CPUs) one row of exactly the batch's tokens."""
+    rows = {}
+    if on_gpu:
+        rows = {"multiple_of": config.chunk_size} if config.model_type == "mamba2" else {"row_length": ROW_LENGTH}
+    return {"separators": separator_tokens(config), **rows}
 
 
 def separator_tokens(config) -> int:
@@ -271,24 +285,36 @@ def add_norm_fused(hidden, residual, norm, residual_in_fp32: bool):
 
 # -- Mamba-2 -------------------------------------------------------------------------------------------------------
 def mamba2_packed(model, input_ids, packing: Packing) -> torch.Tensor:
-    """transformers ``Mamba2Model``'s forward over packed rows: its mixers, given each token's segment (``seq_idx``),
-    which their convolution and chunk scan (mamba_ssm's kernels, or ``modeling/ssd.py`` where ``_kernels`` swaps them
-    in) take so as not to carry anything across segments, between the fused residual add + RMSNorm of
-    ``_kernels.add_norm``; replayed from a CUDA graph where ``_kernels.cuda_graphs`` says."""
-    from .._kernels import add_norm
+    """transformers ``Mamba2Model``'s forward over packed rows, on the path ``_kernels.mamba2_ops`` picks (mamba_ssm's
+    fused mixer and add + RMSNorm on the fast path; ``modeling/ssd.py`` otherwise), each mixer given each token's
+    segment (``seq_idx``), at which its convolution and chunk scan restart; replayed from a CUDA graph where
+    ``_kernels.cuda_graphs`` says."""
+    from .._kernels import mamba2_ops
 
-    layers = functools.partial(mamba2_layers, model.layers, model.norm_f, add_norm(input_ids.device.type))
+    layers = functools.partial(mamba2_layers, model.layers, model.norm_f, mamba2_ops(input_ids.device.type))
     return _run_layers(model, layers, (model.embeddings(input_ids), packing.seq_idx))
 
 
-def mamba2_layers(layers, norm_f, add_norm, hidden, seq_idx) -> torch.Tensor:
-    """``Mamba2Model``'s ``layers`` and final norm over packed rows of embeddings (R, T, D): each block's norm, mixer
-    and residual add, with the add fused into the next norm."""
+def mamba2_layers(layers, norm_f, ops, hidden, seq_idx) -> torch.Tensor:
+    """``Mamba2Model``'s ``layers`` and final norm over packed rows of embeddings (R, T, D), with ``ops`` =
+    (split_conv1d_scan, add_norm): each block's norm, mixer and residual add, the add fused into the next norm."""
+    mix, add_norm = ops
     residual = None
     for block in layers:
         hidden, residual = add_norm(hidden, residual, block.norm, block.residual_in_fp32)
-        hidden = block.mixer(hidden, seq_idx=seq_idx)
+        hidden = _mamba2_mixer(block.mixer, hidden, seq_idx, mix)
     return add_norm(hidden, residual, norm_f, layers[-1].residual_in_fp32)[0]
+
+
+def _mamba2_mixer(mixer, hidden, seq_idx, mix) -> torch.Tensor:
+    """One ``Mamba2Mixer`` over packed rows (R, T, D) through ``mix`` (``mamba_split_conv1d_scan_combined``'s
+    arguments, as transformers passes them in training)."""
+    return mix(mixer.in_proj(hidden), mixer.conv1d.weight.squeeze(1), mixer.conv1d.bias, mixer.dt_bias,
+               -torch.exp(mixer.A_log.float()), D=mixer.D, chunk_size=mixer.chunk_size, seq_idx=seq_idx,
+               dt_limit=mixer.time_step_limit, activation=mixer.activation, rmsnorm_weight=mixer.norm.weight,
+               rmsnorm_eps=mixer.norm.variance_epsilon, outproj_weight=mixer.out_proj.weight,
+               outproj_bias=mixer.out_proj.bias, headdim=mixer.head_dim, ngroups=mixer.n_groups,
+               norm_before_gate=False)
 
 
 # -- attention -----------------------------------------------------------------------------------------------------

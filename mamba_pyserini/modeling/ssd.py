@@ -99,3 +99,29 @@ def causal_conv1d(hidden_states, weight, bias=None, activation=None, seq_idx=Non
     if activation is not None:
         out = ACT2FN[activation](out)
     return out.to(hidden_states.dtype)
+
+
+def split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, seq_idx=None,
+                      dt_limit=(0.0, float("inf")), activation="silu", rmsnorm_weight=None, rmsnorm_eps=1e-6,
+                      outproj_weight=None, outproj_bias=None, headdim=None, ngroups=1, norm_before_gate=False,
+                      chunk_scan=chunk_scan, conv=causal_conv1d):
+    """mamba_ssm's ``mamba_split_conv1d_scan_combined`` with ``chunk_scan`` and ``conv`` (by default ours), for what
+    ``Mamba2Mixer`` passes it: the in-projection's output (b, l, z + xBC + dt) -> the convolution, the chunk scan,
+    the gated RMSNorm (gate before the norm, in fp32, as transformers' ``MambaRMSNormGated``) and the
+    out-projection if given: (b, l, out_dim), else (b, l, dim)."""
+    if norm_before_gate or rmsnorm_weight is None:
+        raise ValueError("only Mamba2Mixer's gated RMSNorm (gate before the norm) is implemented")
+    b, length = zxbcdt.shape[:2]
+    heads = D.shape[0]
+    dim = heads * headdim
+    state = (conv1d_weight.shape[0] - dim) // ngroups // 2
+    z, xbc, dt = zxbcdt.split([dim, dim + 2 * ngroups * state, heads], dim=-1)
+    xbc = conv(xbc.transpose(1, 2), conv1d_weight, conv1d_bias, activation=activation, seq_idx=seq_idx)
+    x, B, C = xbc.transpose(1, 2).split([dim, ngroups * state, ngroups * state], dim=-1)
+    y = chunk_scan(x.reshape(b, length, heads, headdim), dt, A, B.reshape(b, length, ngroups, state),
+                   C.reshape(b, length, ngroups, state), chunk_size, D=D, dt_bias=dt_bias, dt_softplus=True,
+                   dt_limit=dt_limit, seq_idx=seq_idx).reshape(b, length, dim)
+    gated = (y.float() * F.silu(z.float())).view(b, length, ngroups, -1)
+    normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + rmsnorm_eps)
+    out = rmsnorm_weight * normed.view(b, length, dim).to(y.dtype)
+    return out if outproj_weight is None else F.linear(out.to(outproj_weight.dtype), outproj_weight, outproj_bias)
