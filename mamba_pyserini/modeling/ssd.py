@@ -108,9 +108,9 @@ def split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_s
     """mamba_ssm's ``mamba_split_conv1d_scan_combined`` with ``chunk_scan`` and ``conv`` (by default ours), for what
     ``Mamba2Mixer`` passes it: the in-projection's output (b, l, z + xBC + dt) -> the convolution, the chunk scan,
     the gated RMSNorm (gate before the norm, in fp32, as transformers' ``MambaRMSNormGated``) and the
-    out-projection if given: (b, l, out_dim), else (b, l, dim)."""
-    if norm_before_gate or rmsnorm_weight is None:
-        raise ValueError("only Mamba2Mixer's gated RMSNorm (gate before the norm) is implemented")
+    out-projection: (b, l, out_dim)."""
+    if norm_before_gate or rmsnorm_weight is None or outproj_weight is None:
+        raise ValueError("only Mamba2Mixer's gated RMSNorm (gate before the norm) and out-projection are implemented")
     b, length = zxbcdt.shape[:2]
     heads = D.shape[0]
     dim = heads * headdim
@@ -124,4 +124,4 @@ def split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_s
     gated = (y.float() * F.silu(z.float())).view(b, length, ngroups, -1)
     normed = gated * torch.rsqrt(gated.pow(2).mean(-1, keepdim=True) + rmsnorm_eps)
     out = rmsnorm_weight * normed.view(b, length, dim).to(y.dtype)
-    return out if outproj_weight is None else F.linear(out.to(outproj_weight.dtype), outproj_weight, outproj_bias)
+    return F.linear(out.to(outproj_weight.dtype), outproj_weight, outproj_bias)
