@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import inspect
 import json
 import platform
 import time
@@ -17,6 +16,7 @@ import torch
 import transformers.models.mamba.modeling_mamba as modeling_mamba
 from transformers import MambaConfig, MambaModel
 
+from mamba_pyserini._kernels import torch_function
 from mamba_pyserini.modeling.scan import selective_scan
 
 
@@ -65,7 +65,8 @@ def main():
     config = MambaConfig(vocab_size=1000, hidden_size=256, num_hidden_layers=4, state_size=16)
     model = MambaModel(config).train()
     ids = torch.randint(0, 1000, (a.batch, a.length))
-    scans = {"transformers": inspect.unwrap(modeling_mamba.mamba_selective_scan), "ours": selective_scan}
+    transformers_scan = torch_function(modeling_mamba.mamba_selective_scan, modeling_mamba.__name__)
+    scans = {"transformers": transformers_scan, "ours": selective_scan}
     measured = compare(modeling_mamba, "mamba_selective_scan", scans, lambda: {
         "forward_s": timed(model, ids, False, a.repeats), "forward_backward_s": timed(model, ids, True, a.repeats)})
     write(a.out, {"model": "Mamba-1, 4 layers, d 256, state 16 (random init)", "batch": a.batch, "length": a.length,

@@ -7,13 +7,13 @@ forward+backward, measured in one run. Writes one JSON file.
 from __future__ import annotations
 
 import argparse
-import inspect
 
 import torch
 import transformers.models.mamba2.modeling_mamba2 as modeling_mamba2
 from cpu_scan import compare, timed, write
 from transformers import Mamba2Config, Mamba2Model
 
+from mamba_pyserini._kernels import torch_function
 from mamba_pyserini.modeling.ssd import chunk_scan
 
 
@@ -29,7 +29,8 @@ def main():
                           head_dim=64, num_heads=12, n_groups=1, chunk_size=32)
     model = Mamba2Model(config)
     ids = torch.randint(1000, 20000, (a.batch, a.length))
-    scans = {"transformers": inspect.unwrap(modeling_mamba2.mamba2_chunk_scan), "ours": chunk_scan}
+    transformers_scan = torch_function(modeling_mamba2.mamba2_chunk_scan, modeling_mamba2.__name__)
+    scans = {"transformers": transformers_scan, "ours": chunk_scan}
     measured = compare(modeling_mamba2, "mamba2_chunk_scan", scans, lambda: {
         "forward_s": timed(model.eval(), ids, False, a.repeats),
         "forward_backward_s": timed(model.train(), ids[:8], True, a.repeats)})

@@ -113,6 +113,21 @@ def cuda_graphs(device: str) -> bool:
 MAMBA_MODULES = ("transformers.models.mamba.modeling_mamba", "transformers.models.mamba2.modeling_mamba2")
 
 
+def torch_function(fn, module: str):
+    """The PyTorch function that ``fn``, one of ``module``'s kernel wrappers, falls back to, or None when ``fn`` is
+    none. transformers wraps each (``functools.wraps``) to call mamba_ssm's or causal_conv1d's kernel when installed;
+    from transformers 5.25 the ``kernels`` package (0.19) also makes each wrapper an ``nn.Module`` whose ``forward``
+    calls it."""
+    import torch
+
+    if isinstance(fn, torch.nn.Module):
+        fn = inspect.getclosurevars(type(fn).forward).nonlocals.get("func")
+    if not callable(fn) or not hasattr(fn, "__wrapped__"):
+        return None
+    plain = inspect.unwrap(fn)
+    return plain if getattr(plain, "__module__", None) == module else None
+
+
 def _reference_overrides() -> dict[str, object]:
     """Our PyTorch replacements for transformers' reference functions, by name."""
     from .modeling.scan import selective_scan
@@ -163,13 +178,10 @@ def kernels_for(device: str, unfused: bool = False):
     swapped = []
     for module in map(importlib.import_module, MAMBA_MODULES):
         for name, fn in list(vars(module).items()):
-            if name in overrides:
+            plain = overrides.get(name) or ((not fast or name in off) and torch_function(fn, module.__name__))
+            if plain:
                 swapped.append((module, name, fn))
-                setattr(module, name, overrides[name])
-            elif (callable(fn) and getattr(fn, "__module__", None) == module.__name__ and hasattr(fn, "__wrapped__")
-                  and (not fast or name in off)):
-                swapped.append((module, name, fn))
-                setattr(module, name, inspect.unwrap(fn))
+                setattr(module, name, plain)
     try:
         yield
     finally:

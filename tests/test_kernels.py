@@ -1,22 +1,25 @@
 import importlib
+import types
 
 import numpy as np
 import pytest
 import torch
 
 from mamba_pyserini import kernel_info
-from mamba_pyserini._kernels import FP32_ENV, MAMBA_MODULES, inference_bf16, kernel_path, kernels_for
+from mamba_pyserini._kernels import (FP32_ENV, MAMBA_MODULES, inference_bf16, kernel_path, kernels_for,
+                                     torch_function)
 
 
 def test_cpu_runs_the_reference_functions_and_restores_the_bound_ones():
     modules = [importlib.import_module(m) for m in MAMBA_MODULES]
     before = [dict(vars(m)) for m in modules]
-    wrapped = [(m, n) for m, b in zip(modules, before) for n, f in b.items() if hasattr(f, "__wrapped__")
-               and getattr(f, "__module__", None) == m.__name__]
-    assert any(n == "mamba_selective_scan" for _, n in wrapped)
+    wrapped = [(m, n) for m, b in zip(modules, before) for n, f in b.items() if torch_function(f, m.__name__)]
+    assert {"mamba_selective_scan", "mamba_inner_fn", "mamba2_split_conv1d_scan_combined"} <= {n for _, n in wrapped}
     with kernels_for("cpu"):
         for module, name in wrapped:
-            assert not hasattr(getattr(module, name), "__wrapped__")  # the plain PyTorch function
+            fn = getattr(module, name)
+            assert isinstance(fn, types.FunctionType) and not hasattr(fn, "__wrapped__")  # a plain PyTorch function
+            assert torch_function(fn, module.__name__) is None
     assert all(vars(m)[n] is b[n] for m, b in zip(modules, before) for n in b if (m, n) in wrapped)
 
 
@@ -29,14 +32,12 @@ def test_kernel_path_is_ref_without_cuda_kernels():
 
 
 def test_our_cpu_scan_matches_transformers_reference_in_values_and_gradients():
-    import inspect
-
     import torch
     import transformers.models.mamba.modeling_mamba as modeling_mamba
 
     from mamba_pyserini.modeling.scan import selective_scan
 
-    reference = inspect.unwrap(modeling_mamba.mamba_selective_scan)
+    reference = torch_function(modeling_mamba.mamba_selective_scan, modeling_mamba.__name__)
     b, d, n, length = 2, 16, 4, 40
 
     def run(fn):
@@ -72,14 +73,12 @@ def test_cpu_kernel_path_uses_our_scan_inside_a_mamba_model():
 
 @pytest.mark.parametrize("length, groups, initial", [(50, 1, False), (64, 2, True), (7, 1, True)])
 def test_our_mamba2_chunk_scan_matches_transformers_reference_in_values_and_gradients(length, groups, initial):
-    import inspect
-
     import torch
     import transformers.models.mamba2.modeling_mamba2 as modeling_mamba2
 
     from mamba_pyserini.modeling.ssd import chunk_scan
 
-    reference = inspect.unwrap(modeling_mamba2.mamba2_chunk_scan)
+    reference = torch_function(modeling_mamba2.mamba2_chunk_scan, modeling_mamba2.__name__)
     b, h, p, n = 2, 4, 8, 6
 
     def run(fn):
