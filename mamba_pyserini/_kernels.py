@@ -158,6 +158,27 @@ def inference_autocast(device: str):
 
 
 @contextlib.contextmanager
+def exact_fp32():
+    """fp32 arithmetic without TF32, for checks against reference results: in PyTorch's matrix products and
+    convolutions, and in the Triton kernels compiled inside the block (mamba_ssm's Mamba-2 kernels leave ``tl.dot``'s
+    precision to Triton, which defaults to TF32 for fp32 inputs; a kernel already compiled in this process for the
+    same argument types keeps its precision, as Triton's in-memory cache key leaves the setting out)."""
+    import torch
+
+    knobs = _version("triton") and getattr(importlib.import_module("triton"), "knobs", None)  # Triton >= 3.4
+    language = knobs and knobs.language
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with language.scope() if language else contextlib.nullcontext():
+            if language:
+                language.fp32_default = "ieee"
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@contextlib.contextmanager
 def kernels_for(device: str, unfused: bool = False):
     """Run transformers' Mamba layers on the path :func:`kernel_path` picks for ``device``.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.metadata
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ FIXTURES = COLLECTIONS.parent / "tests" / "fixtures"
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12}  # dense bf16 FLOP/s
 SWEEP = (128, 256, 512, 1024, 2048)
 SWEEP_TOKENS = 32768  # per step
+WORKLOADS = ("train", "rerank", "sweep")
 OURS = ("mamba1-130m", "mamba2-130m")  # the toolkit's Mamba rerankers: the summary's headline is the faster trainer
 PAPER_STACK = ("mamba1-130m", "padded")  # transformers ``MambaModel``, padded: the RankMamba paper's stack
 
@@ -48,12 +50,17 @@ def model_configs(small: bool) -> dict[str, tuple[str, object]]:
 
     d, layers, heads = (64, 2, 2) if small else (768, 24, 12)
     half = max(layers // 2, 1)
+    # Mamba initialised as mamba_ssm does (std 0.02, out-projections scaled by depth). With transformers' default
+    # initializer_range of 0.1 the random 24-layer models are chaotic (benchmarks/init_sensitivity.py: bf16 moves
+    # Mamba-1's scores by 0.97 of the largest), so no packed-vs-padded check can pass. Speed does not depend on weights.
+    mamba_init = {"initializer_range": 0.02, "rescale_prenorm_residual": True}
     return {
         "mamba1-130m": ("neox", MambaConfig(vocab_size=50280, hidden_size=d, num_hidden_layers=layers, state_size=16,
-                                            rescale_prenorm_residual=True)),  # as mamba_ssm initialises it
+                                            **mamba_init)),
         "mamba2-130m": ("neox", Mamba2Config(vocab_size=50280, hidden_size=d, num_hidden_layers=layers,
                                              state_size=128 if not small else 16, head_dim=64 if not small else 16,
-                                             num_heads=2 * d // (64 if not small else 16), n_groups=1, expand=2)),
+                                             num_heads=2 * d // (64 if not small else 16), n_groups=1, expand=2,
+                                             **mamba_init)),
         "pythia-160m": ("neox", GPTNeoXConfig(vocab_size=50304, hidden_size=d, num_hidden_layers=half,
                                               num_attention_heads=heads, intermediate_size=4 * d,
                                               max_position_embeddings=2048, attn_implementation="sdpa")),
@@ -180,13 +187,15 @@ class Bench:
         """Largest difference between packed (run inside the ``packed()`` context) and right-padded scores of the
         same pairs, relative to the largest score, in fp32 and/or under bf16 autocast; beside it, the noise floor of
         padding the batch's two halves separately (other matrix shapes, so other kernels and summation orders)."""
+        from ._kernels import exact_fp32
+
         torch = self.torch
         model.eval()
         out = {}
         scores = {}
         for precision in precisions:
-            with torch.no_grad(), torch.autocast(self.device.split(":")[0], dtype=torch.bfloat16,
-                                                 enabled=precision == "bf16"):
+            with torch.no_grad(), exact_fp32() if precision == "fp32" else torch.autocast(
+                    self.device.split(":")[0], dtype=torch.bfloat16):
                 for pack in (False, True):
                     with packed() if pack else contextlib.nullcontext():
                         scores[precision, pack] = model(**model.batch(features, self.device, pack=pack)).float()
@@ -218,7 +227,7 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
     import torch
     from transformers import AutoTokenizer
 
-    from ._kernels import kernel_info, kernels_for
+    from ._kernels import _version, kernel_info, kernels_for
     from .candidates import bundled_candidates
     from .corpus import read_collection
     from .topics import TOPICS_DIR
@@ -239,9 +248,10 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
         for model_name in models:
             _bench_model(bench, model_name, configs[model_name], tokenizers, steps_pairs, rerank_pairs, small, steps,
                          peak, workloads, rows, checks, check_steps)
-    return {"date": datetime.date.today().isoformat(), "device": name, "kernels": kernel_info(), "small": small,
-            "steps": steps, "repeats": repeats, "bucket_tokens": bucket_tokens, "sweep_tokens_per_step": SWEEP_TOKENS,
-            "rows": rows, "checks": checks}
+    versions = {"transformers": importlib.metadata.version("transformers"), "triton": _version("triton")}
+    return {"date": datetime.date.today().isoformat(), "device": name, "kernels": kernel_info(), **versions,
+            "small": small, "steps": steps, "repeats": repeats, "bucket_tokens": bucket_tokens,
+            "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows, "checks": checks}
 
 
 def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, rerank_pairs, small, steps, peak,
@@ -322,7 +332,11 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
         if check_steps and model_name in OURS:
             curves = [model.tokenize([q for q, _ in s], [d for _, d in s]) for s in training_steps(check_steps, 1)]
             checks[model_name]["loss_curves"] = bench.loss_curves(make_model, curves)
-        info(f"  checks: {json.dumps({k: v for k, v in checks[model_name]['packed_vs_padded'].items()})}")
+        info(f"  checks: {json.dumps(checks[model_name]['packed_vs_padded'])}")
+        if "loss_curves" in checks[model_name]:
+            curves = checks[model_name]["loss_curves"]
+            info(f"  loss curves, padded vs packed: mean {curves['mean_abs_diff']:.4f}, "
+                 f"max {curves['max_abs_diff']:.4f} over {curves['steps']} steps")
 
 
 def summary(report: dict, ours: tuple[str, ...] = OURS) -> dict:
@@ -408,7 +422,8 @@ def chart(report: dict, path: Path) -> bool:
 @click.option("--bucket-tokens", default=8192, show_default=True, type=click.IntRange(1),
               help="Padded tokens per length bucket.")
 @click.option("--models", default="mamba1-130m,mamba2-130m,pythia-160m,bert-base", show_default=True)
-@click.option("--workloads", default="train,rerank,sweep", show_default=True)
+@click.option("--workloads", default=",".join(WORKLOADS), show_default=True,
+              help="Timed workloads; empty: only the packing checks.")
 @click.option("--check-steps", type=click.IntRange(0), default=None,
               help="Training steps of the padded-vs-packed loss-curve check [100 on GPU, 2 with --small].")
 @handle_errors
@@ -419,21 +434,22 @@ def main(out, name, device, small, steps, repeats, bucket_tokens, models, worklo
 
     device = resolve_device(device)
     small = (not device.startswith("cuda")) if small is None else small
-    chosen = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = set(chosen) - set(model_configs(True))
-    if unknown:
-        raise ValueError(f"unknown model {sorted(unknown)[0]!r}; choose from {', '.join(model_configs(True))}")
+    chosen, timed = ([x.strip() for x in names.split(",") if x.strip()] for names in (models, workloads))
+    for kind, names, known in (("model", chosen, model_configs(True)), ("workload", timed, WORKLOADS)):
+        unknown = set(names) - set(known)
+        if unknown:
+            raise ValueError(f"unknown {kind} {sorted(unknown)[0]!r}; choose from {', '.join(known)}")
     check_steps = (2 if small else 100) if check_steps is None else check_steps
     repeats = (1 if small else 5) if repeats is None else repeats
-    report = run_bench(device, small, steps, bucket_tokens, chosen, [w.strip() for w in workloads.split(",")],
-                       check_steps, repeats)
+    report = run_bench(device, small, steps, bucket_tokens, chosen, timed, check_steps, repeats)
     out = Path(out)
     with atomic_write(out / f"{name}.json") as f:
         json.dump(report, f, indent=2)
     with atomic_write(out / f"{name}.md") as f:
         f.write(markdown(report))
     drawn = chart(report, out / f"{name}.png")
-    if device.startswith("cuda") and not small:
+    headline = set(chosen) == set(model_configs(True)) and {"train", "rerank"} <= set(timed)  # what it compares
+    if device.startswith("cuda") and not small and headline:
         with atomic_write(out / "summary.json") as f:
             json.dump(summary(report), f, indent=2)
     info(f"results written to {out}/{name}.json, .md{', .png' if drawn else ''}")

@@ -39,6 +39,21 @@ def test_unknown_model_is_bad_input(tmp_path):
     assert result.exit_code == 2 and "unknown model 'gpt-5'" in result.output
 
 
+def test_unknown_workload_is_bad_input_before_any_work(tmp_path):
+    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--workloads", "train,infer"])
+    assert result.exit_code == 2 and "unknown workload 'infer'" in result.output and not list(tmp_path.iterdir())
+
+
+def test_no_workloads_runs_only_the_packing_checks(tmp_path):
+    result = CliRunner().invoke(main, ["--out", str(tmp_path), "--name", "checks", "--models",
+                                       "mamba1-130m,mamba2-130m", "--workloads", ""])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "checks.json").read_text())
+    assert report["rows"] == [] and set(report["checks"]) == {"mamba1-130m", "mamba2-130m"}
+    for check in report["checks"].values():
+        assert check["packed_vs_padded"]["fp32_max_rel_diff"] < 1e-4 and check["loss_curves"]["steps"] == 2
+
+
 def test_summary_is_our_fastest_training_mamba_at_its_best_batching_over_each_baselines_best():
     from mamba_pyserini.bench import summary
 
