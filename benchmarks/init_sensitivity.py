@@ -11,15 +11,11 @@ import torch
 from transformers import AutoTokenizer
 
 from mamba_pyserini._io import atomic_write
-from mamba_pyserini.bench import FIXTURES, TOKENIZERS, model_configs, training_steps
+from mamba_pyserini.bench import FIXTURES, TOKENIZERS, max_rel_diff, model_configs, training_steps
 from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
 
 INITS = {"transformers default": {"initializer_range": 0.1, "rescale_prenorm_residual": False},
          "mamba_ssm (bench)": {"initializer_range": 0.02, "rescale_prenorm_residual": True}}
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a - b).abs().max() / b.abs().max())
 
 
 def measure(name: str, init: dict) -> dict:
@@ -39,11 +35,11 @@ def measure(name: str, init: dict) -> dict:
         for eps in (1e-7, 1e-5, 1e-3):
             torch.manual_seed(1)
             embeddings.data = saved * (1 + eps * torch.randn_like(saved))
-            out[f"embeddings x (1 + {eps:g} N(0,1))"] = rel(model(**padded).float(), scores)
+            out[f"embeddings x (1 + {eps:g} N(0,1))"] = max_rel_diff(model(**padded).float(), scores)
         embeddings.data = saved
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            out["bf16 vs fp32"] = rel(model(**padded).float(), scores)
-        out["packed vs padded, fp32"] = rel(model(**model.batch(features, "cpu", pack=True)).float(), scores)
+            out["bf16 vs fp32"] = max_rel_diff(model(**padded).float(), scores)
+        out["packed vs padded, fp32"] = max_rel_diff(model(**model.batch(features, "cpu", pack=True)).float(), scores)
     print(name, json.dumps(init), json.dumps(out), flush=True)
     return out
 

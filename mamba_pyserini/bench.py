@@ -70,6 +70,11 @@ def model_configs(small: bool) -> dict[str, tuple[str, object]]:
     }
 
 
+def max_rel_diff(scores, reference) -> float:
+    """Largest difference between two score tensors, relative to the largest reference score."""
+    return float((scores - reference).abs().max() / reference.abs().max())
+
+
 def training_steps(n_steps: int, seed: int = 0) -> list[list[tuple[str, str]]]:
     """Each step: 8 real training queries x 8 bundled candidate passages, as (query, passage) pairs."""
     from .candidates import bundled_candidates
@@ -204,10 +209,10 @@ class Bench:
                                                          for part in (features[:half], features[half:])])
             padded = scores[precision, False]
             for key, name in ((True, "max_rel_diff"), ("halves", "padded_halves_max_rel_diff")):
-                out[f"{precision}_{name}"] = float((scores[precision, key] - padded).abs().max() / padded.abs().max())
+                out[f"{precision}_{name}"] = max_rel_diff(scores[precision, key], padded)
         if len(precisions) == 2:  # how far bf16 itself moves the padded scores: the scale bf16 differences live on
             padded = scores["fp32", False]
-            out["bf16_padded_vs_fp32"] = float((scores["bf16", False] - padded).abs().max() / padded.abs().max())
+            out["bf16_padded_vs_fp32"] = max_rel_diff(scores["bf16", False], padded)
         return out
 
     def loss_curves(self, make_model, batches: list[list[dict]]) -> dict:
