@@ -158,11 +158,12 @@ def inference_autocast(device: str):
 
 
 @contextlib.contextmanager
-def exact_fp32():
-    """fp32 arithmetic without TF32, for checks against reference results: in PyTorch's matrix products and
-    convolutions, and in the Triton kernels compiled inside the block (mamba_ssm's Mamba-2 kernels leave ``tl.dot``'s
-    precision to Triton, which defaults to TF32 for fp32 inputs; a kernel already compiled in this process for the
-    same argument types keeps its precision, as Triton's in-memory cache key leaves the setting out)."""
+def accurate_fp32():
+    """fp32 arithmetic at fp32 accuracy, for checks against reference results: no TF32 in PyTorch's matrix products
+    and convolutions, and 3xTF32 in the Triton kernels compiled inside the block (mamba_ssm's Mamba-2 kernels leave
+    ``tl.dot``'s precision to Triton, which defaults to TF32 for fp32 inputs; its "ieee" mode, without tensor cores,
+    made autotuning them take over ten minutes on an H100). A kernel already compiled in this process for the same
+    argument types keeps its precision, as Triton's in-memory cache key leaves the setting out."""
     import torch
 
     knobs = _version("triton") and getattr(importlib.import_module("triton"), "knobs", None)  # Triton >= 3.4
@@ -172,7 +173,7 @@ def exact_fp32():
     try:
         with language.scope() if language else contextlib.nullcontext():
             if language:
-                language.fp32_default = "ieee"
+                language.fp32_default = "tf32x3"
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

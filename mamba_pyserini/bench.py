@@ -192,14 +192,14 @@ class Bench:
         """Largest difference between packed (run inside the ``packed()`` context) and right-padded scores of the
         same pairs, relative to the largest score, in fp32 and/or under bf16 autocast; beside it, the noise floor of
         padding the batch's two halves separately (other matrix shapes, so other kernels and summation orders)."""
-        from ._kernels import exact_fp32
+        from ._kernels import accurate_fp32
 
         torch = self.torch
         model.eval()
         out = {}
         scores = {}
         for precision in precisions:
-            with torch.no_grad(), exact_fp32() if precision == "fp32" else torch.autocast(
+            with torch.no_grad(), accurate_fp32() if precision == "fp32" else torch.autocast(
                     self.device.split(":")[0], dtype=torch.bfloat16):
                 for pack in (False, True):
                     with packed() if pack else contextlib.nullcontext():
@@ -210,9 +210,9 @@ class Bench:
             padded = scores[precision, False]
             for key, name in ((True, "max_rel_diff"), ("halves", "padded_halves_max_rel_diff")):
                 out[f"{precision}_{name}"] = max_rel_diff(scores[precision, key], padded)
-        if len(precisions) == 2:  # how far bf16 itself moves the padded scores: the scale bf16 differences live on
-            padded = scores["fp32", False]
-            out["bf16_padded_vs_fp32"] = max_rel_diff(scores["bf16", False], padded)
+        if len(precisions) == 2:  # how far bf16 moves padded and packed scores from fp32: the scale of bf16 noise
+            for pack, name in ((False, "padded"), (True, "packed")):
+                out[f"bf16_{name}_vs_fp32"] = max_rel_diff(scores["bf16", pack], scores["fp32", False])
         return out
 
     def loss_curves(self, make_model, batches: list[list[dict]]) -> dict:
@@ -374,9 +374,11 @@ def summary(report: dict, ours: tuple[str, ...] = OURS) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"Device: {report['device']}; {report['kernels']}; {report['date']}", "",
-             "| model | workload | batching | seq/s (median) | min-max | real tokens/s | peak GiB | MFU |",
-             "|---|---|---|---|---|---|---|---|"]
+    versions = f"transformers {report['transformers']}, triton {report['triton']}"
+    lines = [f"Device: {report['device']}; {report['kernels']}; {versions}; {report['date']}", ""]
+    if report["rows"]:
+        lines += ["| model | workload | batching | seq/s (median) | min-max | real tokens/s | peak GiB | MFU |",
+                  "|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         peak = "—" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
         mfu = "—" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
@@ -394,7 +396,10 @@ def markdown(report: dict) -> str:
 
 
 def chart(report: dict, path: Path) -> bool:
-    """A bar chart of sequences/s per model and workload; False when matplotlib is missing."""
+    """A bar chart of sequences/s per model and workload; False when nothing was timed or matplotlib is missing."""
+    rows = [r for r in report["rows"] if not r["workload"].startswith("sweep")]
+    if not rows:
+        return False
     try:
         import matplotlib
 
@@ -402,7 +407,6 @@ def chart(report: dict, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    rows = [r for r in report["rows"] if not r["workload"].startswith("sweep")]
     labels = [f"{r['model']}\n{r['workload']} {r['config']}" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
     ax.bar(range(len(rows)), [r["seq_per_s"] for r in rows])

@@ -52,6 +52,8 @@ def test_no_workloads_runs_only_the_packing_checks(tmp_path):
     assert report["rows"] == [] and set(report["checks"]) == {"mamba1-130m", "mamba2-130m"}
     for check in report["checks"].values():
         assert check["packed_vs_padded"]["fp32_max_rel_diff"] < 1e-4 and check["loss_curves"]["steps"] == 2
+        assert {"bf16_padded_vs_fp32", "bf16_packed_vs_fp32"} <= set(check["packed_vs_padded"])
+    assert not (tmp_path / "checks.png").exists() and "| model |" not in (tmp_path / "checks.md").read_text()
 
 
 def test_summary_is_our_fastest_training_mamba_at_its_best_batching_over_each_baselines_best():

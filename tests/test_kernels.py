@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mamba_pyserini import kernel_info
-from mamba_pyserini._kernels import (FP32_ENV, MAMBA_MODULES, _version, exact_fp32, inference_bf16, kernel_path,
+from mamba_pyserini._kernels import (FP32_ENV, MAMBA_MODULES, _version, accurate_fp32, inference_bf16, kernel_path,
                                      kernels_for, torch_function)
 
 
@@ -23,14 +23,14 @@ def test_cpu_runs_the_reference_functions_and_restores_the_bound_ones():
     assert all(vars(m)[n] is b[n] for m, b in zip(modules, before) for n in b if (m, n) in wrapped)
 
 
-def test_exact_fp32_turns_tf32_off_inside_and_restores_it():
+def test_accurate_fp32_sets_fp32_precision_inside_and_restores_it():
     knobs = importlib.import_module("triton").knobs.language if _version("triton") else None
     saved = torch.backends.cudnn.allow_tf32, knobs and knobs.fp32_default
     torch.backends.cudnn.allow_tf32 = True
     try:
-        with exact_fp32():
+        with accurate_fp32():
             assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-            assert knobs is None or knobs.fp32_default == "ieee"
+            assert knobs is None or knobs.fp32_default == "tf32x3"
         assert torch.backends.cudnn.allow_tf32 and (knobs is None or knobs.fp32_default == saved[1])
     finally:
         torch.backends.cudnn.allow_tf32 = saved[0]
