@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -253,7 +252,7 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
         for model_name in models:
             _bench_model(bench, model_name, configs[model_name], tokenizers, steps_pairs, rerank_pairs, small, steps,
                          peak, workloads, rows, checks, check_steps)
-    versions = {"transformers": importlib.metadata.version("transformers"), "triton": _version("triton")}
+    versions = {package: _version(package) for package in ("transformers", "triton")}
     return {"date": datetime.date.today().isoformat(), "device": name, "kernels": kernel_info(), **versions,
             "small": small, "steps": steps, "repeats": repeats, "bucket_tokens": bucket_tokens,
             "sweep_tokens_per_step": SWEEP_TOKENS, "rows": rows, "checks": checks}
