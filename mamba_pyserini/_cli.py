@@ -1,13 +1,16 @@
-"""Shared CLI plumbing: logging to stderr and one-line errors (bad input exits with code 2)."""
+"""Shared CLI plumbing: logging to stderr, one-line errors (bad input exits with code 2), and clean interrupts."""
 from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 
 import click
 
-BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
+from ._io import one_line
+
+BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
 
 
 class BadInput(click.ClickException):
@@ -16,24 +19,33 @@ class BadInput(click.ClickException):
     exit_code = 2
 
 
-def one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split()) or type(e).__name__
-    return text[:500]
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt so that temporary files are removed on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def handle_errors(command):
-    """Turn the library's bad-input exceptions into :class:`BadInput` and runtime failures into exit code 1."""
+    """Turn the library's bad-input exceptions into :class:`BadInput`, runtime failures into exit code 1, and Ctrl-C
+    (SIGINT) or SIGTERM into one ``Interrupted`` line with exit code 130 or 143."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
         logging.getLogger("mamba_pyserini").setLevel(logging.INFO)
+        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
         except BAD_INPUT as e:
             raise BadInput(one_line(e)) from None
         except RuntimeError as e:
             raise click.ClickException(one_line(e)) from None
+        except (KeyboardInterrupt, Terminated) as e:
+            click.echo("\nInterrupted", err=True)
+            sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
 
     return wrapper
 

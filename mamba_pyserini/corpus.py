@@ -1,11 +1,12 @@
 """Document text for reranking: JSONL/TSV collections (Pyserini's JsonCollection/TsvCollection) or a Lucene index."""
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+from ._io import read_lines
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 TSV_SUFFIXES = (".tsv", ".tsv.gz", ".txt", ".txt.gz")
@@ -21,31 +22,50 @@ def collection_format(path: str | os.PathLike) -> str:
     raise ValueError(f"{path}: unknown collection format; expected one of {', '.join(JSONL_SUFFIXES + TSV_SUFFIXES)}")
 
 
-def open_text(path: str | os.PathLike):
-    return gzip.open(path, "rt", encoding="utf-8") if str(path).endswith(".gz") else open(path, encoding="utf-8")
-
-
 def iter_collection(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
-    """(docid, text) pairs of a JSONL (``{"id", "contents"}``) or TSV (``id<TAB>text``) collection, checked line by line."""
+    """(docid, text) pairs of a JSONL (``{"id", "contents"}``, contents a string) or TSV (``id<TAB>text``) collection,
+    checked line by line; an id twice is refused."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"collection not found: {path}")
     fmt = collection_format(path)
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if fmt == "jsonl":
-                try:
-                    doc = json.loads(line)
-                    yield str(doc["id"]), str(doc["contents"])
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    raise ValueError(f"{path}:{lineno}: malformed collection line: expected a JSON object "
-                                     'with "id" and "contents"') from None
-            else:
-                docid, sep, text = line.rstrip("\n").partition("\t")
-                if not sep or not docid.strip():
-                    raise ValueError(f"{path}:{lineno}: malformed collection line: expected 'docid<TAB>text'")
-                yield docid, text
+    seen: set[str] = set()
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        if fmt == "jsonl":
+            docid, text = _json_document(line, path, lineno)
+        else:
+            docid, sep, text = line.partition("\t")
+            if not sep or not docid.strip():
+                raise ValueError(f"{path}:{lineno}: malformed collection line: expected 'docid<TAB>text'")
+        if docid in seen:
+            first = next(n for n, other in read_lines(path) if _line_id(other, fmt) == docid)
+            raise ValueError(f"{path}:{lineno}: document id {docid!r} appears twice (lines {first} and {lineno})")
+        seen.add(docid)
+        yield docid, text
+
+
+def _json_document(line: str, path, lineno: int) -> tuple[str, str]:
+    try:
+        doc = json.loads(line)
+        docid, text = doc["id"], doc["contents"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ValueError(f"{path}:{lineno}: malformed collection line: expected a JSON object "
+                         'with "id" and "contents"') from None
+    if isinstance(docid, bool) or not isinstance(docid, (str, int)) or not isinstance(text, str):
+        raise ValueError(f'{path}:{lineno}: malformed collection line: "id" must be a string (or integer) and '
+                         f'"contents" a string, not {type(docid).__name__} and {type(text).__name__}')
+    return str(docid), text
+
+
+def _line_id(line: str, fmt: str) -> str | None:
+    """A collection line's id, for naming where a duplicate first appeared."""
+    if fmt == "tsv":
+        return line.partition("\t")[0]
+    try:
+        return str(json.loads(line)["id"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def read_collection(path: str | os.PathLike, docids: set[str] | None = None) -> dict[str, str]:

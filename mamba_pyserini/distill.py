@@ -32,8 +32,18 @@ def read_texts(paths, limit: int | None = None) -> list[str]:
 
 
 def _recipe_option(field: dataclasses.Field):
-    flag = "--" + field.name.replace("_", "-")
-    return click.option(flag, field.name, default=field.default, show_default=True, type=type(field.default))
+    """The option of one :class:`Recipe` field, from its metadata: help, choices, lower bound."""
+    meta, default = field.metadata, field.default
+    if meta["choices"]:
+        kind = click.Choice(meta["choices"])
+    elif meta["low"] is None:
+        kind = type(default)
+    elif isinstance(default, int):
+        kind = click.IntRange(meta["low"])
+    else:
+        kind = click.FloatRange(meta["low"], min_open=not meta["closed"])
+    return click.option("--" + field.name.replace("_", "-"), field.name, default=default, show_default=True,
+                        type=kind, help=meta["help"])
 
 
 def recipe_options(f):
@@ -51,11 +61,11 @@ def recipe_options(f):
 @click.option("--queries", "query_files", multiple=True,
               help="Query files (TSV qid<TAB>query), repeatable [the bundled 100k MS MARCO train queries and the DL21/"
                    "DL22 queries].")
-@click.option("--collection", default=POOL, show_default=True,
-              help="Unlabelled passages (JSONL/TSV) [the bundled MS MARCO v2 pool].")
+@click.option("--collection", default=POOL, show_default="the bundled MS MARCO v2 pool",
+              help="Unlabelled passages (JSONL/TSV).")
 @click.option("--max-queries", type=click.IntRange(1), help="Use only the first N queries.")
 @click.option("--output", required=True, help="Directory for groups.npz, student/, bi-encoder/ and cross-encoder/.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @click.option("--resume", is_flag=True, help="Continue the current stage from its latest checkpoint.")
 @recipe_options
 @handle_errors
@@ -66,7 +76,10 @@ def main(teacher, query_files, collection, max_queries, output, device, resume, 
     from .corpus import read_collection
     from .training.distill import Recipe, check_recipe, distill
 
+    from ._io import check_writable
+
     recipe = Recipe(**settings)
+    check_writable(output, directory=True)
     check_recipe(teacher, recipe)
     queries = read_texts(query_files or TRAIN_QUERIES, max_queries)
     passages = list(read_collection(collection).values())

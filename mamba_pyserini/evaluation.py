@@ -15,15 +15,23 @@ METRICS = {
     "R@100": ["-c", "-m", "recall.100"],
 }
 # Graded TREC DL passage judgements count grade >= 2 as relevant for MAP and recall (Pyserini: -l 2).
-GRADED_PASSAGE = re.compile(r"^dl\d\d-passage$")
+GRADED_PASSAGE = re.compile(r"(^|[.-])dl\d\d-passage([.-]|$)")
 BINARY_CUTOFF_METRICS = ("MAP", "R@100")
 
 
-def metric_flags(metric: str, qrels_name: str | None = None) -> list[str]:
-    """trec_eval flags for a metric name (or raw flags such as ``-c -m P.30``) on a topic set."""
+def relevance_level(qrels_name: str | None = None, qrels: str | os.PathLike | None = None) -> int:
+    """The lowest grade that MAP and recall count as relevant: 2 for TREC DL passage judgements (graded 0-3; Pyserini's
+    ``-l 2``), recognised by the topic name (``dl19-passage``) or the qrels file name (``qrels.dl19-passage.txt``),
+    else 1 (trec_eval's default)."""
+    names = [qrels_name or "", os.path.basename(qrels or "")]
+    return 2 if any(GRADED_PASSAGE.search(name) for name in names) else 1
+
+
+def metric_flags(metric: str, level: int = 1) -> list[str]:
+    """trec_eval flags for a metric name (or raw flags such as ``-c -m P.30``) at a relevance level."""
     flags = METRICS[metric] if metric in METRICS else metric.split()
-    if qrels_name and GRADED_PASSAGE.match(qrels_name) and metric in BINARY_CUTOFF_METRICS:
-        flags = ["-l", "2", *flags]
+    if level != 1 and metric in BINARY_CUTOFF_METRICS:
+        flags = ["-l", str(level), *flags]
     return flags
 
 
@@ -43,6 +51,11 @@ def trec_eval(run: str | os.PathLike, qrels: str | os.PathLike, flags: list[str]
 
 
 def evaluate_run(run: str | os.PathLike, qrels: str | os.PathLike, metrics=tuple(METRICS),
-                 qrels_name: str | None = None) -> dict[str, float]:
-    """Metric name -> value for a TREC run file against a qrels file."""
-    return {m: trec_eval(run, qrels, metric_flags(m, qrels_name)) for m in metrics}
+                 qrels_name: str | None = None, level: int | None = None) -> dict[str, float]:
+    """Metric name -> value for a TREC run file against a qrels file (checked first: trec_eval reads malformed qrels
+    without a word), MAP and recall at relevance ``level`` (:func:`relevance_level` when None)."""
+    from .runs import read_qrels
+
+    read_qrels(qrels)
+    level = relevance_level(qrels_name, qrels) if level is None else level
+    return {m: trec_eval(run, qrels, metric_flags(m, level)) for m in metrics}

@@ -7,6 +7,7 @@ with ``>>``::
     pipeline = Candidates("dl19-passage") >> Rerank("sentence-transformers/all-MiniLM-L6-v2")
     results = pipeline(topics_frame("dl19"))
     evaluate(results, "dl19")                      # {"nDCG@10": 0.6424, ...}
+    evaluate(results, "my-topics.tsv", qrels="my-qrels.txt")
 """
 from __future__ import annotations
 
@@ -135,14 +136,16 @@ class Fuse(Stage):
 
 class Rerank(Stage):
     """Rerank each query's top ``depth`` rows with a cross-encoder or bi-encoder (a model or checkpoint name); texts
-    from the rows' ``text`` column, else ``texts`` (a mapping, or a source as ``rerank --index`` takes)."""
+    from the rows' ``text`` column, else ``texts`` (a mapping, or a source as ``rerank --index`` takes). A progress bar
+    shows on stderr unless ``show_progress_bar=False``."""
 
-    def __init__(self, model, texts=None, depth: int = 100, **kwargs):
+    def __init__(self, model, texts=None, depth: int = 100, show_progress_bar: bool = True, **kwargs):
         from .modeling.base import load_model
         from .reranker import MambaReranker
 
         model = load_model(model) if isinstance(model, (str, Path)) else model
-        self.reranker, self.texts = MambaReranker(model, depth, **kwargs), texts
+        self.reranker = MambaReranker(model, depth, show_progress_bar=show_progress_bar, **kwargs)
+        self.texts = texts
 
     def __call__(self, frame):
         from .corpus import read_texts
@@ -162,16 +165,19 @@ class Rerank(Stage):
         return out
 
 
-def evaluate(frame: pd.DataFrame, topics: str, metrics=None) -> dict[str, float]:
-    """trec_eval metrics (Pyserini's flags) of result rows against a topic set's qrels."""
+def evaluate(frame: pd.DataFrame, topics: str, metrics=None, qrels: str | None = None,
+             relevance_level: int | None = None) -> dict[str, float]:
+    """trec_eval metrics (Pyserini's flags) of result rows against ``qrels`` (a file), else the qrels of ``topics``
+    (a topic name); MAP and recall at ``relevance_level`` (as ``search --relevance-level``)."""
     from .evaluation import METRICS, evaluate_run
     from .runs import write_run
     from .topics import load_topics
 
-    topic_set = load_topics(topics)
+    topic_set = load_topics(topics, qrels=qrels)
     if topic_set.qrels is None:
-        raise ValueError(f"no qrels for {topic_set.name}")
+        raise ValueError(f"no qrels for {topic_set.name}: pass qrels= (a qrels file)")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "run.txt"
         write_run(to_run(frame)[0], path, "pipeline")
-        return evaluate_run(path, topic_set.qrels, metrics or tuple(METRICS), qrels_name=topic_set.name)
+        return evaluate_run(path, topic_set.qrels, metrics or tuple(METRICS), qrels_name=topic_set.name,
+                            level=relevance_level)

@@ -2,13 +2,13 @@
 model; the output is a TREC run that trec_eval, Pyserini's fusion and its 2CR scripts accept."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
 from ._cli import handle_errors
-from .search import DEFAULT_MODEL, output_options, rerank_options, rerank_stage, topic_options, write_and_evaluate
+from .search import (DEFAULT_MODEL, command_line, output_options, rerank_options, rerank_stage, topic_options,
+                     write_and_evaluate)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,19 +20,23 @@ from .search import DEFAULT_MODEL, output_options, rerank_options, rerank_stage,
 @rerank_options
 @output_options
 @handle_errors
-def main(run_file, index, topics, topic_reader, qrels, output, output_format, run_tag, **rerank):
+def main(run_file, index, topics, topic_reader, qrels, relevance_level, output, output_format, run_tag, **rerank):
     """Rerank RUN's top hits for TOPICS with a cross-encoder or bi-encoder (the bundled model by default) and write a
     TREC run."""
+    from ._io import check_writable
     from .runs import read_run
+    from .runs import run_tag as tag_of
     from .search import RUNS_DIR
     from .topics import load_topics
 
+    check_writable(output or RUNS_DIR / "run.txt")
     rerank["reranker"] = rerank["reranker"] or DEFAULT_MODEL
     topic_set = load_topics(topics, topic_reader, qrels)
-    meta = {"command": sys.argv, "topics": topic_set.name, "first_stage": str(run_file)}
-    run, condition = rerank_stage(read_run(run_file), topic_set, None, index, Path(run_file).stem, meta, **rerank)
+    meta = {"command": command_line("rerank"), "topics": topic_set.name, "first_stage": str(run_file)}
+    first_stage = tag_of(run_file) or Path(run_file).stem
+    run, condition = rerank_stage(read_run(run_file), topic_set, None, index, first_stage, meta, **rerank)
     output = Path(output or RUNS_DIR / f"run.{condition}.txt")
-    write_and_evaluate(run, output, run_tag or condition.replace(" ", "_"), output_format, topic_set, meta)
+    write_and_evaluate(run, output, run_tag or condition, output_format, topic_set, meta, relevance_level)
 
 
 if __name__ == "__main__":

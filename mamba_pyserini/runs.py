@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Iterable
 
-from ._io import atomic_write
+from ._io import atomic_write, first_seen, read_lines
 
 OUTPUT_FORMATS = ("trec", "msmarco")
 
@@ -33,31 +33,44 @@ def check_queries(run: Run, queries, topics_name: str = "the topics") -> None:
 
 
 def read_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run (``qid Q0 docid rank score tag``); hits come back in :func:`sort_hits` order."""
+    """Read a TREC run (``qid Q0 docid rank score tag``); hits come back in :func:`sort_hits` order. A docid twice for
+    one query is refused (trec_eval would fail on it)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"run file not found: {path}")
     run: Run = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 6:
-                raise ValueError(f"{path}:{lineno}: malformed run line {line.strip()[:80]!r}: "
-                                 "expected 'qid Q0 docid rank score tag'")
-            qid, _, docid, rank, score, _ = parts
-            try:
-                int(rank)
-                value = float(score)
-            except ValueError:
-                raise ValueError(f"{path}:{lineno}: malformed run line {line.strip()[:80]!r}: "
-                                 "rank must be an integer and score a number") from None
-            if not math.isfinite(value):
-                raise ValueError(f"{path}:{lineno}: score {score} is not a finite number")
-            run.setdefault(qid, []).append(Hit(docid, value))
+    seen: dict[tuple[str, str], int] = {}
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 6:
+            raise ValueError(f"{path}:{lineno}: malformed run line {line.strip()[:80]!r}: "
+                             "expected 'qid Q0 docid rank score tag'")
+        qid, _, docid, rank, score, _ = parts
+        try:
+            int(rank)
+            value = float(score)
+        except ValueError:
+            raise ValueError(f"{path}:{lineno}: malformed run line {line.strip()[:80]!r}: "
+                             "rank must be an integer and score a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{path}:{lineno}: score {score} is not a finite number")
+        first_seen(seen, (qid, docid), lineno, path, "query and docid")
+        run.setdefault(qid, []).append(Hit(docid, value))
     if not run:
         raise ValueError(f"run file {path} has no hits")
     return {qid: sort_hits(hits) for qid, hits in run.items()}
+
+
+def run_tag(path: str | os.PathLike) -> str | None:
+    """The tag of a TREC run's first line (what made it), or None."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"run file not found: {path}")
+    for _, line in read_lines(path):
+        parts = line.split()
+        if parts:
+            return parts[5] if len(parts) == 6 else None
+    return None
 
 
 def write_run(run: Run, path: str | os.PathLike, tag: str, output_format: str = "trec") -> None:
@@ -80,19 +93,21 @@ def write_run(run: Run, path: str | os.PathLike, tag: str, output_format: str = 
 
 
 def read_qrels(path: str | os.PathLike) -> dict[str, dict[str, int]]:
-    """Read TREC qrels (``qid iter docid relevance``) into ``{qid: {docid: relevance}}``."""
+    """Read TREC qrels (``qid iter docid relevance``) into ``{qid: {docid: relevance}}``; a (qid, docid) judged twice
+    is refused."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"qrels file not found: {path}")
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 4 or not parts[3].lstrip("-").isdigit():
-                raise ValueError(f"{path}:{lineno}: malformed qrels line {line.strip()[:80]!r}: "
-                                 "expected 'qid iter docid relevance'")
-            qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
+    seen: dict[tuple[str, str], int] = {}
+    for lineno, line in read_lines(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 4 or not parts[3].lstrip("-").isdigit():
+            raise ValueError(f"{path}:{lineno}: malformed qrels line {line.strip()[:80]!r}: "
+                             "expected 'qid iter docid relevance'")
+        first_seen(seen, (parts[0], parts[2]), lineno, path, "judgement of query and docid")
+        qrels.setdefault(parts[0], {})[parts[2]] = int(parts[3])
     if not qrels:
         raise ValueError(f"qrels file {path} has no judgements")
     return qrels

@@ -1,9 +1,17 @@
 """Topics and qrels by Pyserini's names (offline from ``collections/`` first) or from files in Anserini's formats."""
 from __future__ import annotations
 
+import codecs
+import contextlib
 import dataclasses
+import json
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
+
+from ._io import first_seen, read_lines
 
 COLLECTIONS = Path(os.environ.get("MAMBA_PYSERINI_COLLECTIONS", Path(__file__).resolve().parent.parent / "collections"))
 TOPICS_DIR = COLLECTIONS / "topics-and-qrels"
@@ -45,8 +53,7 @@ def canonical_name(name: str) -> str:
 
 def guess_reader(path: str | os.PathLike) -> str:
     """The Anserini topic reader for a file, from its first non-blank line."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        first = next((line.strip() for line in f if line.strip()), "")
+    first = next((line.strip() for _, line in read_lines(path) if line.strip()), "")
     if first.startswith("<top>"):
         return "Trec"
     if first.startswith("<DOC>"):
@@ -57,41 +64,85 @@ def guess_reader(path: str | os.PathLike) -> str:
 
 
 def read_topic_file(path: str | os.PathLike, reader: str | None = None) -> dict[str, str]:
-    """Read a topic file with Anserini's own reader (as SearchCollection does); returns qid -> title."""
+    """Read a topic file with Anserini's own reader (as SearchCollection does), after :func:`check_topic_file`;
+    returns qid -> title."""
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"topic file not found: {path}")
     reader = reader or guess_reader(path)
     if reader not in READERS:
         raise ValueError(f"unknown topic reader {reader!r}; choose one of {', '.join(READERS)}")
-    if reader.startswith("Tsv"):
-        _check_tsv(path)
+    check_topic_file(path, reader)
     from ._java import autoclass
 
     jreader = autoclass("io.anserini.search.topicreader.TopicReader")
-    try:
-        topics = jreader.getTopicsWithStringIdsFromFileWithTopicReaderClass(
-            f"io.anserini.search.topicreader.{reader}TopicReader", path)
-    except Exception as e:  # jnius.JavaException
-        raise ValueError(f"cannot read topic file {path} with Anserini's {reader} reader: "
-                         f"{str(e).splitlines()[0]}") from None
+    with _without_bom(path) as readable:
+        try:
+            topics = jreader.getTopicsWithStringIdsFromFileWithTopicReaderClass(
+                f"io.anserini.search.topicreader.{reader}TopicReader", readable)
+        except Exception as e:  # jnius.JavaException
+            raise ValueError(f"cannot read topic file {path} with Anserini's {reader} reader: "
+                             f"{str(e).splitlines()[0]}") from None
     if topics is None or topics.isEmpty():
         raise ValueError(f"no topics in {path} (read with Anserini's {reader} reader)")
-    queries = {str(qid): topics.get(qid).get("title") or "" for qid in topics.keySet().toArray()}
+    entries = topics.entrySet().toArray()  # not get(qid): a qid does not always survive the trip through Python
+    queries = {str(entry.getKey()): entry.getValue().get("title") or "" for entry in entries}
     return _checked(queries, path)
 
 
-def _check_tsv(path: str) -> None:
-    """Name the line Anserini's TSV readers would trip over (they give up on the whole file)."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            qid, sep, query = line.rstrip("\n").partition("\t")
+TREC_NUM = re.compile(r"\s*<num>\s*(?:Number:)?\s*(\S+)")
+CACM_DOCNO = re.compile(r"\s*<DOCNO>\s*(\S+)\s*</DOCNO>")
+
+
+def check_topic_file(path: str, reader: str) -> None:
+    """What Anserini's readers let through or give up on without saying where, named with its line: invalid UTF-8,
+    a malformed TSV or JSON line, an empty TSV query and a topic id twice (Anserini keeps the last silently)."""
+    seen: dict[str, int] = {}
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        qid = None
+        if reader.startswith("Tsv"):
+            qid, sep, query = line.partition("\t")
             if not sep or not qid.strip():
                 raise ValueError(f"{path}:{lineno}: malformed topic line: expected 'qid<TAB>query'")
             if not query.strip():
                 raise ValueError(f"{path}:{lineno}: empty query for topic {qid}")
+        elif reader == "JsonString":
+            qid = _json_topic_id(line, path, lineno)
+        else:
+            match = (TREC_NUM if reader == "Trec" else CACM_DOCNO).match(line)
+            qid = match and match.group(1)
+        if qid is not None:
+            first_seen(seen, qid, lineno, path, "topic id")
+
+
+def _json_topic_id(line: str, path: str, lineno: int) -> str:
+    try:
+        topic = json.loads(line)
+        qid = topic["qid"]
+        title = topic.get("title", "")
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise ValueError(f'{path}:{lineno}: malformed topic line: expected a JSON object with "qid" and '
+                         '"title"') from None
+    if isinstance(qid, bool) or not isinstance(qid, (str, int)) or not isinstance(title, str):
+        raise ValueError(f'{path}:{lineno}: malformed topic line: "qid" must be a string (or integer) and "title" '
+                         "a string")
+    return str(qid)
+
+
+@contextlib.contextmanager
+def _without_bom(path: str):
+    """``path``, or a copy without its UTF-8 byte-order mark (on which Anserini's readers give up)."""
+    with open(path, "rb") as f:
+        if f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            yield path
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = os.path.join(tmp, os.path.basename(path))
+            with open(copy, "wb") as out:
+                shutil.copyfileobj(f, out)
+            yield copy
 
 
 def _checked(queries: dict[str, str], where: str) -> dict[str, str]:
@@ -104,8 +155,10 @@ def _checked(queries: dict[str, str], where: str) -> dict[str, str]:
 
 def load_topics(spec: str, reader: str | None = None, qrels: str | None = None) -> Topics:
     """Topics by Pyserini name or alias (``dl19``), or by file path; bundled files are used before any download."""
-    if qrels is not None and not os.path.isfile(qrels):
-        raise FileNotFoundError(f"qrels file not found: {qrels}")
+    if qrels is not None:
+        from .runs import read_qrels
+
+        read_qrels(qrels)  # before any work: trec_eval would read a malformed file without a word
     if os.path.exists(spec):
         return Topics(Path(spec).name, read_topic_file(spec, reader), qrels)
     name = canonical_name(spec)

@@ -20,8 +20,21 @@ _data_options = option_group(
                                                "neg_scores]}), or TSV triples of texts or (with --collection and "
                                                "--queries) of ids."),
     click.option("--collection", help="Passages for id triples: JSONL {id, contents} or TSV id<TAB>text."),
-    click.option("--queries", help="Queries for id triples: TSV qid<TAB>query."),
+    click.option("--queries", help="Queries for id triples: TSV qid<TAB>query, or a topic name as --topics takes "
+                                   "(dl19, msmarco-passage-dev-subset, ...)."),
 )
+
+
+def _read_groups(data, collection, queries):
+    """Training groups from the data options, where ``queries`` may also name a topic set."""
+    import os
+
+    from .topics import load_topics
+    from .training.data import read_groups
+
+    if queries is not None and not os.path.exists(queries):
+        queries = load_topics(queries).queries
+    return read_groups(data, collection, queries)
 
 
 def _training_options(loss_choices, loss_default, temperature_default):
@@ -34,24 +47,31 @@ def _training_options(loss_choices, loss_default, temperature_default):
         click.option("--output", required=True, help="Directory for the final model, checkpoints and the log."),
         click.option("--loss", type=click.Choice(loss_choices), default=loss_default, show_default=True,
                      help="margin-mse and kl distil the teacher scores in --data."),
-        click.option("--group-size", default=8, show_default=True, help="1 positive + N-1 negatives per query."),
-        click.option("--queries-per-step", default=8, show_default=True, help="Queries per micro-batch and process."),
-        click.option("--accumulation-steps", default=1, show_default=True, help="Micro-batches per optimizer step."),
-        click.option("--lr", "learning_rate", default=2e-5, show_default=True),
-        click.option("--warmup-steps", default=1000, show_default=True, help="Linear warm-up, then linear decay."),
-        click.option("--weight-decay", default=0.01, show_default=True),
-        click.option("--max-grad-norm", type=float, help="Clip gradients to this norm."),
-        click.option("--epochs", default=1.0, show_default=True),
+        click.option("--group-size", default=8, show_default=True, type=click.IntRange(2),
+                     help="1 positive + N-1 negatives per query."),
+        click.option("--queries-per-step", default=8, show_default=True, type=click.IntRange(1),
+                     help="Queries per micro-batch and process."),
+        click.option("--accumulation-steps", default=1, show_default=True, type=click.IntRange(1),
+                     help="Micro-batches per optimizer step."),
+        click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=click.FloatRange(0, min_open=True)),
+        click.option("--warmup-steps", default=1000, show_default=True, type=click.IntRange(0),
+                     help="Linear warm-up, then linear decay."),
+        click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(0)),
+        click.option("--max-grad-norm", type=click.FloatRange(0, min_open=True), help="Clip gradients to this norm."),
+        click.option("--epochs", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True)),
         click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs)."),
-        click.option("--temperature", default=temperature_default, show_default=True),
+        click.option("--temperature", default=temperature_default, show_default=True,
+                     type=click.FloatRange(0, min_open=True)),
         click.option("--max-length", type=click.IntRange(8), help="Max tokens per sequence [the model's, or 512]."),
-        click.option("--save-steps", default=1000, show_default=True, help="Checkpoint every N steps."),
-        click.option("--save-total-limit", default=2, show_default=True, help="Checkpoints kept."),
-        click.option("--log-steps", default=10, show_default=True),
+        click.option("--save-steps", default=1000, show_default=True, type=click.IntRange(1),
+                     help="Checkpoint every N steps."),
+        click.option("--save-total-limit", default=2, show_default=True, type=click.IntRange(1),
+                     help="Checkpoints kept."),
+        click.option("--log-steps", default=10, show_default=True, type=click.IntRange(1)),
         click.option("--seed", default=42, show_default=True),
         click.option("--lora", is_flag=True, help="Train LoRA adapters (merged into the saved model)."),
-        click.option("--lora-r", default=64, show_default=True),
-        click.option("--lora-alpha", default=128, show_default=True),
+        click.option("--lora-r", default=64, show_default=True, type=click.IntRange(1)),
+        click.option("--lora-alpha", default=128, show_default=True, type=click.IntRange(1)),
         click.option("--lora-targets", default="in_proj,x_proj,embeddings", show_default=True,
                      help="Comma-separated module names (peft refuses out_proj on Mamba models)."),
         click.option("--no-bf16", is_flag=True, help="fp32 on GPU."),
@@ -64,15 +84,17 @@ def _training_options(loss_choices, loss_default, temperature_default):
 
 def _train(model_class, model, init, data, collection, queries, output, max_length, lora_targets, no_bf16, device,
            resume, stop_after_steps, model_overrides=None, **settings):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, set_seed
 
+    from ._io import check_writable
     from .modeling.backbone import load_backbone_config
-    from .training.data import read_groups
     from .training.trainer import Trainer, TrainingArguments
 
     args = TrainingArguments(output, lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
                              bf16=not no_bf16, device=device, **settings)
-    groups = read_groups(data, collection, queries)
+    check_writable(output, directory=True)
+    groups = _read_groups(data, collection, queries)
+    set_seed(args.seed)  # a random initialisation is the seed's too
     overrides = {**(model_overrides or {}), **({"max_length": max_length} if max_length else {})}
     if init == "random":
         net = model_class.from_backbone_config(load_backbone_config(model), AutoTokenizer.from_pretrained(model),
@@ -98,7 +120,8 @@ def cross_encoder(**kwargs):
 
 @main.command("bi-encoder", context_settings=CONTEXT)
 @_training_options(["contrastive", "margin-mse", "kl"], "contrastive", 0.05)
-@click.option("--pooling", type=click.Choice(["last", "mean", "cls"]), help="[last for causal models, cls for encoders]")
+@click.option("--pooling", type=click.Choice(["last", "mean", "cls"]),
+              help="[last for causal models, cls for encoders]")
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalise vectors (cosine similarity).")
 @click.option("--query-prefix", help="Text prepended to every query.")
 @click.option("--document-prefix", help="Text prepended to every document.")
@@ -124,10 +147,12 @@ def bi_encoder(pooling, normalize, query_prefix, document_prefix, no_in_batch_ne
 @handle_errors
 def mine_negatives(run_file, qrels, output, negatives, seed):
     """Sample hard negatives from the hits ranked below each query's best-ranked positive."""
+    from ._io import check_writable
     from .runs import read_qrels, read_run
     from .training.data import mine_negatives as mine
     from .training.data import write_rows
 
+    check_writable(output)
     rows = mine(read_run(run_file), read_qrels(qrels), negatives, seed)
     write_rows(rows, output)
     info(f"{len(rows)} rows (one per positive) for {len({r[0] for r in rows})} queries written to {output}")
@@ -143,10 +168,12 @@ def mine_negatives(run_file, qrels, output, negatives, seed):
 @handle_errors
 def score_teacher(teacher, data, collection, queries, output, batch_size, device):
     """Score every (query, passage) pair of the training groups with a teacher, for MarginMSE / KL distillation."""
+    from ._io import check_writable
     from .modeling.base import load_model
-    from .training.data import read_groups, score_groups, write_groups
+    from .training.data import score_groups, write_groups
 
-    groups = score_groups(load_model(teacher), read_groups(data, collection, queries), batch_size, device)
+    check_writable(output)
+    groups = score_groups(load_model(teacher), _read_groups(data, collection, queries), batch_size, device)
     write_groups(groups, output)
     info(f"{len(groups)} scored groups written to {output}")
 

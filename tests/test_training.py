@@ -91,6 +91,22 @@ def test_id_triples_read_through_a_collection_and_queries_file(tmp_path, tiny_ch
     assert MambaCrossEncoder.from_pretrained(tmp_path / "out").config.max_length == 128
 
 
+def test_queries_of_id_triples_may_be_a_topic_name(tmp_path, tiny_checkpoints):
+    """Rows that mine-negatives writes from a DL19 run train with --queries dl19, no hand-written queries file."""
+    from mamba_pyserini.topics import load_topics
+
+    queries = load_topics("dl19").queries
+    first, second = list(queries)[:2]
+    (tmp_path / "collection.tsv").write_text("p1\tfleas live a year\np2\tanthropology\np3\tnothing\n")
+    (tmp_path / "rows.tsv").write_text(f"{first}\tp1\tp3\n{second}\tp2\tp3\n")
+    groups = read_groups(tmp_path / "rows.tsv", tmp_path / "collection.tsv", queries)
+    assert [g.query for g in groups] == [queries[first], queries[second]]
+    result = _cli("cross-encoder", "--model", tiny_checkpoints["mamba"], "--data", tmp_path / "rows.tsv",
+                  "--collection", tmp_path / "collection.tsv", "--queries", "dl19", "--output", tmp_path / "out",
+                  "--max-steps", 1, "--queries-per-step", 2, "--group-size", 2)
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("content, extra, message", [
     ("", (), "has no training groups"),
     ("q1\tp1\tp404\n", ("collection", "queries"), "passage id 'p404' is not in"),

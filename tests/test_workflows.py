@@ -93,6 +93,10 @@ def test_dataframe_pipeline_composes_stages(cacm_index, tiny_checkpoints, tiny_b
     bm25 = Candidates("dl19")(topics)
     assert list(bm25.columns) == ["qid", "query", "docid", "score", "rank", "text"] and len(bm25) == 4300
     assert round(evaluate(bm25, "dl19")["nDCG@10"], 4) == 0.5058
+    topic_file = tmp_path / "my-topics.tsv"  # a user's own topics, scored from Python
+    topic_file.write_text("".join(f"{q}\t{text}\n" for q, text in zip(topics["qid"], topics["query"])))
+    qrels = REPO / "collections/topics-and-qrels/qrels.dl19-passage.txt"
+    assert evaluate(bm25, str(topic_file), qrels=str(qrels)) == evaluate(bm25, "dl19")
     few = topics.head(2)
     model = MambaCrossEncoder.from_pretrained(tiny_checkpoints["mamba"])
     reranked = (Candidates("dl19") >> Rerank(model, depth=5))(few)

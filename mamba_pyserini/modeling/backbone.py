@@ -33,12 +33,23 @@ def resolve_checkpoint(name_or_path, kind: str | None = None) -> str:
     bundled = bundled_models()
     if name in bundled:
         return str(bundled[name])
-    if name in LOCAL_COPIES:
-        package, folder = LOCAL_COPIES[name]
+    return _local_copy(name) or name
+
+
+def _local_copy(hub: str) -> str | None:
+    """The installed local copy of a hub id listed in :data:`LOCAL_COPIES`."""
+    if hub in LOCAL_COPIES:
+        package, folder = LOCAL_COPIES[hub]
         spec = importlib.util.find_spec(package)
         if spec is not None and spec.origin:
             return str(Path(spec.origin).parent / folder)
-    return name
+    return None
+
+
+def hub_id(path: str) -> str | None:
+    """The hub id whose local copy ``path`` is, if any."""
+    return next((hub for hub in LOCAL_COPIES if _local_copy(hub) and Path(path).resolve() == Path(
+        _local_copy(hub)).resolve()), None)
 
 
 def _auto_classes():
@@ -72,9 +83,11 @@ def build_backbone(config):
 
 def load_backbone(name_or_path: str):
     """A pretrained base model from safetensors weights (a local directory or a Hugging Face hub id)."""
+    from safetensors import SafetensorError
+
     try:
         return _auto_classes()[1].from_pretrained(name_or_path, use_safetensors=True)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise ValueError(f"cannot load a backbone from {name_or_path}: {str(e).splitlines()[0]}") from None
 
 

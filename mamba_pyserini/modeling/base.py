@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import atomic_write
+from .._io import atomic_write, load_safetensors
 from .._kernels import inference_autocast, kernels_for, packs
 from ..config import CONFIG_KEY, MambaRankerConfig
 from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
@@ -99,11 +99,10 @@ class RankingModel(nn.Module):
         weights = cached_file(name_or_path, SAFETENSORS, _raise_exceptions_for_missing_entries=False)
         if weights is None:
             raise ValueError(f"{name_or_path} has no {SAFETENSORS} (weights are only loaded from safetensors)")
-        from safetensors.torch import load_file
-
         model = cls(build_backbone(backbone_config), tokenizer, config)
+        state = load_safetensors(weights)
         try:
-            model.load_state_dict(load_file(weights))
+            model.load_state_dict(state)
         except RuntimeError as e:
             raise ValueError(f"{weights} does not match its config.json: {str(e).splitlines()[0]}") from None
         return model

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 from collections.abc import Mapping
 
-from .._io import atomic_write
-from ..corpus import JSONL_SUFFIXES, open_text, read_collection
+from .._io import atomic_write, read_lines
+from ..corpus import JSONL_SUFFIXES, read_collection
 
 
 @dataclasses.dataclass
@@ -25,10 +26,12 @@ class Group:
         return self.positive_scores is not None and self.negative_scores is not None
 
 
-def read_groups(path: str | os.PathLike, collection: str | None = None, queries: str | None = None) -> list[Group]:
+def read_groups(path: str | os.PathLike, collection: str | None = None,
+                queries: str | Mapping[str, str] | None = None) -> list[Group]:
     """Groups from FlagEmbedding JSONL (``{"query", "pos": [...], "neg": [...]}`` with optional ``pos_scores`` and
     ``neg_scores``), or from TSV triples: ``query \\t positive \\t negative ...`` texts, or, given ``collection`` and
-    ``queries`` files, ``qid \\t pos_pid \\t neg_pid ...`` ids. Triples of one query merge into one group."""
+    ``queries`` (a file, or qid -> query text), ``qid \\t pos_pid \\t neg_pid ...`` ids. Triples of one query merge
+    into one group."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"training file not found: {path}")
     if (collection is None) != (queries is None):
@@ -44,43 +47,60 @@ def read_groups(path: str | os.PathLike, collection: str | None = None, queries:
 
 def _read_jsonl(path) -> list[Group]:
     groups = []
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-                group = Group(str(row["query"]), [str(p) for p in row["pos"]], [str(n) for n in row["neg"]],
-                              row.get("pos_scores"), row.get("neg_scores"))
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise ValueError(f'{where}: malformed group: expected a JSON object with "query", "pos" and '
-                                 '"neg" lists') from None
-            groups.append(_checked(group, where))
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+            group = Group(row["query"], row["pos"], row["neg"], row.get("pos_scores"), row.get("neg_scores"))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ValueError(f'{where}: malformed group: expected a JSON object with "query", "pos" and '
+                             '"neg" lists') from None
+        groups.append(_checked(_typed(group, where), where))
     return groups
+
+
+def _typed(group: Group, where: str) -> Group:
+    """A JSON group whose fields have the right types: a query string, lists of strings, lists of numbers."""
+    def texts(value, name):
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise ValueError(f'{where}: "{name}" must be a list of strings')
+        return value
+
+    def numbers(value, name):
+        if value is not None and (not isinstance(value, list) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in value)):
+            raise ValueError(f'{where}: "{name}" must be a list of finite numbers')
+        return value
+
+    if not isinstance(group.query, str):
+        raise ValueError(f'{where}: "query" must be a string')
+    return Group(group.query, texts(group.positives, "pos"), texts(group.negatives, "neg"),
+                 numbers(group.positive_scores, "pos_scores"), numbers(group.negative_scores, "neg_scores"))
 
 
 def _read_triples(path, collection, queries) -> list[Group]:
     passages = read_collection(collection) if collection else None
-    query_texts = read_collection(queries) if queries else None
+    from_file = isinstance(queries, (str, os.PathLike))
+    query_texts, query_source = (read_collection(queries), queries) if from_file else (queries, "the queries")
     merged: dict[str, Group] = {}
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            fields = line.rstrip("\n").split("\t")
-            if len(fields) < 3:
-                raise ValueError(f"{where}: malformed triple: expected 'query<TAB>positive<TAB>negative...' "
-                                 f"(or ids), found {len(fields)} field(s)")
-            if passages is not None:
-                fields = [_lookup(query_texts, fields[0], "query id", queries, where)] + \
-                         [_lookup(passages, pid, "passage id", collection, where) for pid in fields[1:]]
-            query, positive, negatives = fields[0], fields[1], fields[2:]
-            group = merged.setdefault(query, Group(query, [], []))
-            group.positives += [positive] if positive not in group.positives else []
-            group.negatives += [n for n in negatives if n not in group.negatives]
-            _checked(group, where)
+    for lineno, line in read_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        fields = line.split("\t")
+        if len(fields) < 3:
+            raise ValueError(f"{where}: malformed triple: expected 'query<TAB>positive<TAB>negative...' "
+                             f"(or ids), found {len(fields)} field(s)")
+        if passages is not None:
+            fields = [_lookup(query_texts, fields[0], "query id", query_source, where)] + \
+                     [_lookup(passages, pid, "passage id", collection, where) for pid in fields[1:]]
+        query, positive, negatives = fields[0], fields[1], fields[2:]
+        group = merged.setdefault(query, Group(query, [], []))
+        group.positives += [positive] if positive not in group.positives else []
+        group.negatives += [n for n in negatives if n not in group.negatives]
+        _checked(group, where)
     return list(merged.values())
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .._io import atomic_write
+from .._io import atomic_write, check_writable, load_safetensors
 from .._kernels import kernels_for
 from ..modeling.base import RankingModel, resolve_device
 from .data import Group, group_order, sample_group
@@ -175,12 +175,14 @@ class Trainer:
         """Train to ``total_steps``, continuing from the latest checkpoint when ``resume``; with ``stop_after``, stop
         after that many steps of this session with a checkpoint (time-sliced jobs). Returns this session's log."""
         from tqdm import tqdm
-        from transformers import get_linear_schedule_with_warmup
+        from transformers import get_linear_schedule_with_warmup, set_seed
 
         a = self.args
         if not resume and (self.output / CHECKPOINTS).exists():
             raise ValueError(f"{self.output} already holds checkpoints: pass --resume to continue, or choose a new "
                              "output directory")
+        check_writable(self.output, directory=True)
+        set_seed(a.seed)  # Python, NumPy and torch (dropout, LoRA's initialisation); a resumed run restores torch's
         if a.lora:
             self._wrap_lora()
         self.model.to(self.device).train()
@@ -264,10 +266,24 @@ class Trainer:
 
     def _save_checkpoint(self, step: int, optimizer, scheduler) -> None:
         """Written beside its final name and renamed in, so an interrupted save leaves no checkpoint behind."""
-        from safetensors.torch import save_file
-
         final = self._checkpoint_dir(step)
         tmp = final.with_name(final.name + ".tmp")
+        try:
+            self._write_checkpoint(step, tmp, optimizer, scheduler)
+        except BaseException:  # an interrupted save leaves nothing behind
+            if self.rank == 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if self.rank == 0:
+            tmp.rename(final)
+            kept = sorted(p for p in (self.output / CHECKPOINTS).glob("step-*") if not p.name.endswith(".tmp"))
+            for old in kept[:-self.args.save_total_limit]:
+                shutil.rmtree(old)
+        self._barrier()
+
+    def _write_checkpoint(self, step: int, tmp: Path, optimizer, scheduler) -> None:
+        from safetensors.torch import save_file
+
         if self.rank == 0:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -284,16 +300,8 @@ class Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         save_file(rng, tmp / f"rng-{self.rank}.safetensors")
         self._barrier()
-        if self.rank == 0:
-            tmp.rename(final)
-            kept = sorted(p for p in (self.output / CHECKPOINTS).glob("step-*") if not p.name.endswith(".tmp"))
-            for old in kept[:-self.args.save_total_limit]:
-                shutil.rmtree(old)
-        self._barrier()
 
     def _resume(self, optimizer, scheduler) -> int:
-        from safetensors.torch import load_file
-
         found = sorted(p for p in (self.output / CHECKPOINTS).glob("step-*") if not p.name.endswith(".tmp"))
         if not found:
             log.warning("no checkpoint in %s: starting from step 0", self.output / CHECKPOINTS)
@@ -302,11 +310,11 @@ class Trainer:
         state = json.loads((path / STATE_FILE).read_text())
         if state["world_size"] != self.world:
             raise ValueError(f"{path} was written by {state['world_size']} process(es); resume with as many")
-        self.model.load_state_dict(load_file(path / "model.safetensors", device=self.device))
-        optimizer.load_state_dict(_unflatten_optimizer(load_file(path / "optimizer.safetensors", device=self.device),
+        self.model.load_state_dict(load_safetensors(path / "model.safetensors", self.device))
+        optimizer.load_state_dict(_unflatten_optimizer(load_safetensors(path / "optimizer.safetensors", self.device),
                                                        state["optimizer"]))
         scheduler.load_state_dict(state["scheduler"])
-        rng = load_file(path / f"rng-{self.rank}.safetensors")
+        rng = load_safetensors(path / f"rng-{self.rank}.safetensors")
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and self.on_gpu:
             torch.cuda.set_rng_state(rng["cuda"], self.device)
