@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test clean
+.PHONY: setup run test test-fast clean
 
 setup: $(STAMP)
 
@@ -18,8 +18,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 run: setup
 	$(PY) -m mamba_pyserini.search --topics dl19
 
-test: setup
-	$(PY) -m pytest -q
+test: setup  # everything that runs offline on a CPU, slow lane included (what CI runs)
+	$(PY) -m pytest -q --durations=25
+
+test-fast: setup  # the unmarked lane: no slow, network or GPU tests
+	$(PY) -m pytest -q -m "not slow and not network and not gpu"
 
 clean:
 	rm -rf $(VENV) runs/*.txt runs/*.json

@@ -15,9 +15,9 @@ import torch
 
 from mamba_pyserini._kernels import kernel_info
 from mamba_pyserini.candidates import bundled_candidates
-from mamba_pyserini.distill import POOL, TRAIN_QUERIES, read_texts
 from mamba_pyserini.corpus import read_collection
-from mamba_pyserini.modeling.base import load_model
+from mamba_pyserini.distill import POOL, TRAIN_QUERIES, read_texts
+from mamba_pyserini.modeling.auto import load_model
 from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
 from mamba_pyserini.training.distill import to_groups
 from mamba_pyserini.training.trainer import Trainer, TrainingArguments

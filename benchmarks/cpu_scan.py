@@ -1,4 +1,4 @@
-"""Mamba-1 on CPU: transformers' reference selective scan vs ours (``mamba_pyserini.modeling.scan``), forward and
+"""Mamba-1 on CPU: transformers' reference selective scan vs ours (``mamba_pyserini.ops.selective_scan``), forward and
 forward+backward of a training-sized batch, measured in one run. Writes one JSON file.
 
     python benchmarks/cpu_scan.py --out benchmarks/results/cpu_scan.json
@@ -17,7 +17,7 @@ import transformers.models.mamba.modeling_mamba as modeling_mamba
 from transformers import MambaConfig, MambaModel
 
 from mamba_pyserini._kernels import torch_function
-from mamba_pyserini.modeling.scan import selective_scan
+from mamba_pyserini.ops.selective_scan import selective_scan
 
 
 def timed(model, ids, backward: bool, repeats: int) -> float:

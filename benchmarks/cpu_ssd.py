@@ -1,4 +1,4 @@
-"""Mamba-2 on CPU: transformers' reference chunk scan vs ours (``mamba_pyserini.modeling.ssd``) inside the distilled
+"""Mamba-2 on CPU: transformers' reference chunk scan vs ours (``mamba_pyserini.ops.ssd``) inside the distilled
 students' shape (6 layers, d 384, state 64, chunks of 32), reranking-sized forward and training-sized
 forward+backward, measured in one run. Writes one JSON file.
 
@@ -14,7 +14,7 @@ from cpu_scan import compare, timed, write
 from transformers import Mamba2Config, Mamba2Model
 
 from mamba_pyserini._kernels import torch_function
-from mamba_pyserini.modeling.ssd import chunk_scan
+from mamba_pyserini.ops.ssd import chunk_scan
 
 
 def main():

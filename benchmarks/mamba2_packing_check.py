@@ -2,12 +2,15 @@
 to tell packing errors from kernel precision. ``OUT=DIR python benchmarks/mamba2_packing_check.py`` (GPU, with
 mamba_ssm and causal_conv1d) writes DIR/check_m2.json; the H100 run is ``results/mamba2_packing_check.h100.json`` (with
 transformers' default initialisation, as the bench then did)."""
-import json, os
+import json
+import os
 from unittest.mock import patch
+
 import torch
-import mamba_pyserini._kernels as K
 from transformers import AutoTokenizer
-from mamba_pyserini.bench import model_configs, training_steps, TOKENIZERS, FIXTURES
+
+import mamba_pyserini._kernels as K
+from mamba_pyserini.bench import FIXTURES, TOKENIZERS, model_configs, training_steps
 from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
 
 torch.backends.cudnn.allow_tf32 = False
@@ -23,7 +26,12 @@ def scores(path, pack):
         return model(**model.batch(feats, "cuda", pack=pack)).float()
 
 s = {(p, k): scores(p, k) for p in ("ref", "fast") for k in (False, True)}
-rel = lambda a, b: float((a - b).abs().max() / b.abs().max())
+
+
+def rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
 out = {"ref packed vs ref padded": rel(s["ref", True], s["ref", False]),
        "fast packed vs fast padded": rel(s["fast", True], s["fast", False]),
        "fast padded vs ref padded": rel(s["fast", False], s["ref", False]),

@@ -13,11 +13,11 @@ from transformers import AutoTokenizer
 
 import mamba_pyserini.modeling.packing as packing
 from mamba_pyserini._kernels import GRAPHS_ENV, kernels_for
+from mamba_pyserini._paths import TOPICS_DIR
 from mamba_pyserini.bench import FIXTURES, TOKENIZERS, Bench, model_configs, training_steps
 from mamba_pyserini.candidates import bundled_candidates
 from mamba_pyserini.corpus import read_collection
 from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
-from mamba_pyserini.topics import TOPICS_DIR
 
 tok_name, config = model_configs(False)["mamba2-130m"]
 tokenizer = AutoTokenizer.from_pretrained(FIXTURES / TOKENIZERS[tok_name])

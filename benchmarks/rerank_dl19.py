@@ -18,8 +18,8 @@ import torch
 from transformers import AutoTokenizer, Mamba2Config, MambaConfig
 
 from mamba_pyserini import MambaCrossEncoder, kernel_info
+from mamba_pyserini._paths import TOPICS_DIR
 from mamba_pyserini.candidates import bundled_candidates
-from mamba_pyserini.topics import TOPICS_DIR
 
 TOKENIZER = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "gpt-neox-20b-tokenizer"
 

@@ -11,9 +11,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "MambaCrossEncoder": "mamba_pyserini.modeling.cross_encoder",
     "MambaBiEncoder": "mamba_pyserini.modeling.bi_encoder",
-    "load_model": "mamba_pyserini.modeling.base",
+    "load_model": "mamba_pyserini.modeling.auto",
     "MambaReranker": "mamba_pyserini.reranker",
-    "MambaRankerConfig": "mamba_pyserini.config",
+    "MambaRankerConfig": "mamba_pyserini.modeling.config",
     "Bm25Searcher": "mamba_pyserini.sparse",
     "Hit": "mamba_pyserini.runs",
     "load_topics": "mamba_pyserini.topics",

@@ -35,7 +35,8 @@ def handle_errors(command):
     def wrapper(*args, **kwargs):
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
         logging.getLogger("mamba_pyserini").setLevel(logging.INFO)
-        if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        previous = signal.getsignal(signal.SIGTERM)
+        if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminate)
         try:
             return command(*args, **kwargs)
@@ -46,6 +47,8 @@ def handle_errors(command):
         except (KeyboardInterrupt, Terminated) as e:
             click.echo("\nInterrupted", err=True)
             sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 

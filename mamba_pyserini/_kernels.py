@@ -1,5 +1,5 @@
-"""The only place that probes for mamba_ssm / causal_conv1d and decides the kernel path, packing, CUDA graphs and
-inference precision."""
+"""The only place that probes for mamba_ssm / causal_conv1d and decides the kernel path (fused kernels or the PyTorch
+twins in ``ops/``), CUDA graphs and inference precision."""
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +53,8 @@ def kernel_path(device: str) -> str:
 def ssd_ops(device: str):
     """(chunk_scan, causal_conv1d) for our own Mamba-2 mixers (BiMamba-2): mamba_ssm's Triton chunk scan and
     causal_conv1d's kernel on the fast path, else (and for the convolution when causal_conv1d is missing) our PyTorch
-    ones in ``modeling/ssd.py``, which take the same arguments."""
-    from .modeling.ssd import causal_conv1d, chunk_scan
+    ones in ``ops/ssd.py``, which take the same arguments."""
+    from .ops.ssd import causal_conv1d, chunk_scan
 
     if kernel_path(device) == "fast":
         from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined as chunk_scan
@@ -66,7 +66,7 @@ def ssd_ops(device: str):
 def add_norm(device: str):
     """The residual add + RMSNorm of packed Mamba layers: mamba_ssm's fused Triton kernel on the fast path, else our
     PyTorch one, which takes the same arguments (``modeling/packing.py``)."""
-    from .modeling.packing import add_norm_fused, add_norm_reference
+    from .ops.norm import add_norm_fused, add_norm_reference
 
     return add_norm_fused if kernel_path(device) == "fast" else add_norm_reference
 
@@ -75,8 +75,8 @@ def mamba1_ops(device: str):
     """(selective_scan, causal_conv1d, add_norm) for packed Mamba-1 rows (``modeling/packing.py``): mamba_ssm's CUDA
     scan and fused add + RMSNorm and causal_conv1d's kernel on the fast path, else (the convolution too when
     causal_conv1d is missing) our PyTorch ones, which take the same arguments."""
-    from .modeling.scan import selective_scan
-    from .modeling.ssd import causal_conv1d
+    from .ops.selective_scan import selective_scan
+    from .ops.ssd import causal_conv1d
 
     if kernel_path(device) != "fast":
         return selective_scan, causal_conv1d, add_norm(device)
@@ -89,24 +89,15 @@ def mamba1_ops(device: str):
 def mamba2_ops(device: str):
     """(split_conv1d_scan, add_norm) for packed Mamba-2 rows (``modeling/packing.py``): mamba_ssm's fused
     convolution + chunk scan + gated RMSNorm + out-projection on the fast path with causal_conv1d (in training and
-    inference alike: transformers fuses in training only), else ``modeling/ssd.py``'s, which takes the same arguments,
+    inference alike: transformers fuses in training only), else ``ops/ssd.py``'s, which takes the same arguments,
     over :func:`ssd_ops`' chunk scan and convolution."""
-    from .modeling.ssd import split_conv1d_scan
+    from .ops.ssd import split_conv1d_scan
 
     if kernel_path(device) == "fast" and _version("causal_conv1d"):
         from mamba_ssm.ops.triton.ssd_combined import mamba_split_conv1d_scan_combined as split_conv1d_scan
         return split_conv1d_scan, add_norm(device)
     chunk_scan, conv = ssd_ops(device)
     return functools.partial(split_conv1d_scan, chunk_scan=chunk_scan, conv=conv), add_norm(device)
-
-
-def packs(device: str, config) -> bool:
-    """Whether batches for a backbone with this config run packed on ``device`` (``modeling/packing.py``): Mamba-1 and
-    Mamba-2 on the fast path, where packing removes the padding; attention models set to the ``varlen``
-    implementation, on GPUs. Elsewhere right-padded batches are faster (the CPU scans step through every position)."""
-    from .modeling.packing import MAMBA_TYPES, can_pack
-
-    return can_pack(config, device) and (config.model_type not in MAMBA_TYPES or kernel_path(device) == "fast")
 
 
 def cuda_graphs(device: str) -> bool:
@@ -135,8 +126,8 @@ def torch_function(fn, module: str):
 
 def _reference_overrides() -> dict[str, object]:
     """Our PyTorch replacements for transformers' reference functions, by name."""
-    from .modeling.scan import selective_scan
-    from .modeling.ssd import causal_conv1d, chunk_scan
+    from .ops.selective_scan import selective_scan
+    from .ops.ssd import causal_conv1d, chunk_scan
 
     return {"mamba_selective_scan": selective_scan, "mamba2_chunk_scan": chunk_scan, "causal_conv1d_fn": causal_conv1d}
 

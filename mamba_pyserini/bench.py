@@ -30,7 +30,7 @@ from unittest.mock import patch
 import click
 
 from ._cli import handle_errors, info
-from .topics import COLLECTIONS
+from ._paths import COLLECTIONS
 
 QUERIES = COLLECTIONS / "msmarco-train" / "msmarco-passage.train.sample10k-1.tsv.gz"
 TOKENIZERS = {"neox": "gpt-neox-20b-tokenizer", "bert": "bert-base-uncased-tokenizer"}
@@ -232,9 +232,9 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
     from transformers import AutoTokenizer
 
     from ._kernels import _version, kernel_info, kernels_for
+    from ._paths import TOPICS_DIR
     from .candidates import bundled_candidates
     from .corpus import read_collection
-    from .topics import TOPICS_DIR
 
     bench = Bench(device, steps, bucket_tokens, repeats)
     configs = model_configs(small)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import gzip
 import json
 
+from ._paths import COLLECTIONS
 from .runs import Hit, Run, sort_hits
-from .topics import COLLECTIONS
 
 CANDIDATES_DIR = COLLECTIONS / "candidates"
 COLLECTION_NAME = "msmarco-v1-passage"
@@ -27,4 +27,5 @@ def bundled_candidates(topic_name: str, first_stage: str = "bm25") -> tuple[Run,
 
 
 def bundled_names(first_stage: str = "bm25") -> list[str]:
-    return sorted(p.name[len(first_stage) + 1:-len(".json.gz")] for p in CANDIDATES_DIR.glob(f"{first_stage}.*.json.gz"))
+    files = CANDIDATES_DIR.glob(f"{first_stage}.*.json.gz")
+    return sorted(p.name[len(first_stage) + 1:-len(".json.gz")] for p in files)

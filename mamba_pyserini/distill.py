@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ._cli import handle_errors, info
-from .topics import COLLECTIONS
+from ._paths import COLLECTIONS
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 TRAIN_QUERIES = tuple(sorted(str(p) for p in (COLLECTIONS / "msmarco-train").glob("*.tsv.gz"))) + (
@@ -73,10 +73,9 @@ def main(teacher, query_files, collection, max_queries, output, device, resume, 
     """Distil TEACHER into a student (BiMamba-2 converted from it and aligned layer by layer, by default), train it
     as a bi-encoder (listwise KL over teacher-ranked groups from the pool, plus the teacher's vectors and hidden
     states), then a cross-encoder from the bi-encoder's backbone."""
+    from ._io import check_writable
     from .corpus import read_collection
     from .training.distill import Recipe, check_recipe, distill
-
-    from ._io import check_writable
 
     recipe = Recipe(**settings)
     check_writable(output, directory=True)

@@ -38,7 +38,7 @@ def main(model, corpus, output, hnsw_m, batch_size, max_length, device, shard_id
         raise click.UsageError("--model and --corpus are required (unless --merge-shards)")
     if shard_id is None:
         shard_id = int(os.environ.get("RANK", "0")) if world > 1 else 0
-    from .modeling.base import load_model
+    from .modeling.auto import load_model
 
     device = _local_device(device, world)
     encoder = load_model(model, kind="bi-encoder", **({"max_length": max_length} if max_length else {}))

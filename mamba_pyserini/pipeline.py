@@ -113,7 +113,7 @@ class Dense(Stage):
 
     def __init__(self, model, faiss_index: str, hits: int = 1000, device: str | None = None, batch_size: int = 64):
         from .dense import DenseSearcher
-        from .modeling.base import load_model
+        from .modeling.auto import load_model
 
         model = load_model(model, kind="bi-encoder") if isinstance(model, (str, Path)) else model
         self.searcher, self.hits = DenseSearcher(model, faiss_index, device, batch_size), hits
@@ -140,7 +140,7 @@ class Rerank(Stage):
     shows on stderr unless ``show_progress_bar=False``."""
 
     def __init__(self, model, texts=None, depth: int = 100, show_progress_bar: bool = True, **kwargs):
-        from .modeling.base import load_model
+        from .modeling.auto import load_model
         from .reranker import MambaReranker
 
         model = load_model(model) if isinstance(model, (str, Path)) else model
@@ -148,7 +148,7 @@ class Rerank(Stage):
         self.texts = texts
 
     def __call__(self, frame):
-        from .corpus import read_texts
+        from .texts import read_texts
 
         run, queries = to_run(frame)
         if "text" in frame.columns:

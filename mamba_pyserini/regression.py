@@ -91,8 +91,9 @@ def run_condition(condition: Condition, directory: Path, dry_run: bool = False) 
     """Run a condition's setup and commands in the repository root, then evaluate each run; one row per metric.
     Conditions that need no GPU run in fp32 (``MAMBA_PYSERINI_FP32=1``), so that their pins hold on any CPU."""
     from ._kernels import FP32_ENV
+    from ._paths import COLLECTIONS
     from .evaluation import evaluate_run
-    from .topics import COLLECTIONS, load_topics
+    from .topics import load_topics
 
     cwd = COLLECTIONS.parent
     values = {"dir": str(directory.resolve())}

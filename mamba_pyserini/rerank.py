@@ -7,8 +7,16 @@ from pathlib import Path
 import click
 
 from ._cli import handle_errors
-from .search import (DEFAULT_MODEL, command_line, output_options, rerank_options, rerank_stage, topic_options,
-                     write_and_evaluate)
+from ._search_cli import (
+    DEFAULT_MODEL,
+    RUNS_DIR,
+    command_line,
+    output_options,
+    rerank_options,
+    rerank_stage,
+    topic_options,
+    write_and_evaluate,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,7 +34,6 @@ def main(run_file, index, topics, topic_reader, qrels, relevance_level, output, 
     from ._io import check_writable
     from .runs import read_run
     from .runs import run_tag as tag_of
-    from .search import RUNS_DIR
     from .topics import load_topics
 
     check_writable(output or RUNS_DIR / "run.txt")

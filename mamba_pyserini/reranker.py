@@ -6,7 +6,6 @@ from collections.abc import Mapping
 
 from .runs import Hit, Run, check_queries, sort_hits
 
-
 DOC_MODES = ("firstp", "maxp")
 
 
@@ -47,7 +46,7 @@ class MambaReranker:
     @classmethod
     def from_pretrained(cls, name_or_path: str, max_length: int | None = None, **kwargs) -> "MambaReranker":
         """A reranker over the cross-encoder or bi-encoder that ``name_or_path`` holds."""
-        from .modeling.base import load_model
+        from .modeling.auto import load_model
 
         overrides = {} if max_length is None else {"max_length": max_length}
         return cls(load_model(name_or_path, **overrides), **kwargs)

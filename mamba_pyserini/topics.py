@@ -12,9 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ._io import first_seen, read_lines
-
-COLLECTIONS = Path(os.environ.get("MAMBA_PYSERINI_COLLECTIONS", Path(__file__).resolve().parent.parent / "collections"))
-TOPICS_DIR = COLLECTIONS / "topics-and-qrels"
+from ._paths import TOPICS_DIR
 
 ALIASES = {"dl19": "dl19-passage", "dl20": "dl20-passage"}
 

@@ -169,7 +169,7 @@ def mine_negatives(run_file, qrels, output, negatives, seed):
 def score_teacher(teacher, data, collection, queries, output, batch_size, device):
     """Score every (query, passage) pair of the training groups with a teacher, for MarginMSE / KL distillation."""
     from ._io import check_writable
-    from .modeling.base import load_model
+    from .modeling.auto import load_model
     from .training.data import score_groups, write_groups
 
     check_writable(output)

@@ -41,62 +41,67 @@ def _search_inputs(d: Path, topics=TOPICS, run=RUN, docs=DOCS, docs_name="docs.t
     return ["--topics", t, "--run", r, "--index", c]
 
 
-def _groups(d: Path, content: str) -> Path:
-    return write(d / "groups.jsonl", content)
-
-
 # case -> (module, arguments built in a directory, the words the one error line must hold)
 CASES = {
     "topic file, invalid UTF-8": ("search", lambda d: _search_inputs(d, topics=b"1\tfl\xffea\n"),
                                   "topics.tsv:1: invalid UTF-8"),
-    "JSON topics, invalid UTF-8": ("search", lambda d: ["--topics", write(d / "t.json", b'{"qid": "1", "title": "a\xff"}\n'),
-                                                        "--run", write(d / "r.txt", RUN), "--index", write(d / "c.tsv", DOCS)],
+    "JSON topics, invalid UTF-8": ("search", lambda d: _json_topics(d, b'{"qid": "1", "title": "a\xff"}\n'),
                                    "t.json:1: invalid UTF-8"),
     "topic file, a qid twice": ("search", lambda d: _search_inputs(d, topics=TOPICS + "1\tagain\n"),
                                 "topics.tsv:3: topic id '1' appears twice (lines 1 and 3)"),
-    "JSON topics, title null": ("search", lambda d: ["--topics", write(d / "t.json", '{"qid": "1", "title": null}\n'),
-                                                     "--run", write(d / "r.txt", RUN), "--index", write(d / "c.tsv", DOCS)],
+    "JSON topics, title null": ("search", lambda d: _json_topics(d, b'{"qid": "1", "title": null}\n'),
                                 't.json:1: malformed topic line: "qid" must be a string'),
     "run file, a docid twice": ("search", lambda d: _search_inputs(d, run=RUN + "1 Q0 d1 3 0.5 bm25\n"),
                                 "first.txt:4: query and docid ('1', 'd1') appears twice (lines 1 and 4)"),
     "run file, invalid UTF-8": ("search", lambda d: _search_inputs(d, run=RUN.encode() + b"2 Q0 \xfe 2 1.0 x\n"),
                                 "first.txt:4: invalid UTF-8"),
-    "collection, an id twice": ("search", lambda d: _search_inputs(d, docs=DOCS + "d1\tagain\n") + ["--reranker", "default"],
+    "collection, an id twice": ("search", lambda d: _reranked(d, docs=DOCS + "d1\tagain\n"),
                                 "docs.tsv:3: document id 'd1' appears twice (lines 1 and 3)"),
-    "collection, contents null": ("search", lambda d: _search_inputs(
-        d, docs='{"id": "d1", "contents": null}\n', docs_name="docs.jsonl") + ["--reranker", "default"],
+    "collection, contents null": ("search", lambda d: _reranked(
+        d, docs='{"id": "d1", "contents": null}\n', docs_name="docs.jsonl"),
         'docs.jsonl:1: malformed collection line: "id" must be a string (or integer) and "contents" a string'),
-    "gzip collection cut short": ("search", lambda d: _search_inputs(
-        d, docs=lambda p: gz(p, DOCS * 200, cut=60), docs_name="docs.tsv.gz") + ["--reranker", "default"],
-        "docs.tsv.gz:"),
-    ".jsonl.gz that is not gzip": ("search", lambda d: _search_inputs(
-        d, docs='{"id": "d1", "contents": "x"}\n', docs_name="docs.jsonl.gz") + ["--reranker", "default"],
-        "docs.jsonl.gz:1: broken gzip data"),
+    "gzip collection cut short": ("search", lambda d: _reranked(
+        d, docs=lambda p: gz(p, DOCS * 200, cut=60), docs_name="docs.tsv.gz"), "docs.tsv.gz:"),
+    ".jsonl.gz that is not gzip": ("search", lambda d: _reranked(
+        d, docs='{"id": "d1", "contents": "x"}\n', docs_name="docs.jsonl.gz"), "docs.jsonl.gz:1: broken gzip data"),
     "malformed qrels": ("search", lambda d: _search_inputs(d) + ["--qrels", write(d / "q.txt", "1 0 d1\n")],
                         "q.txt:1: malformed qrels line"),
-    "qrels, a judgement twice": ("search", lambda d: _search_inputs(d) + ["--qrels", write(d / "q.txt",
-                                                                                      "1 0 d1 1\n1 0 d1 2\n")],
-                                 "q.txt:2: judgement of query and docid ('1', 'd1') appears twice"),
+    "qrels, a judgement twice": ("search", lambda d: _search_inputs(d) + [
+        "--qrels", write(d / "q.txt", "1 0 d1 1\n1 0 d1 2\n")],
+        "q.txt:2: judgement of query and docid ('1', 'd1') appears twice"),
     "truncated safetensors": ("search", lambda d: _search_inputs(d) + ["--reranker", _broken_model(d, "truncate")],
                               "not a readable safetensors file"),
-    "safetensors with a corrupt header": ("search", lambda d: _search_inputs(d) + ["--reranker", _broken_model(d, "header")],
-                                          "not a readable safetensors file"),
+    "safetensors with a corrupt header": ("search", lambda d: _search_inputs(d) + [
+        "--reranker", _broken_model(d, "header")], "not a readable safetensors file"),
     "rerank: missing text source checked before the model loads": (
         "rerank", lambda d: ["--topics", write(d / "t.tsv", TOPICS), "--run", write(d / "r.txt", RUN), "--index",
                              d / "nowhere.jsonl"], "nowhere.jsonl"),
-    "training JSONL, pos_scores not a list": ("train", lambda d: ["cross-encoder", "--model", "default", "--data", _groups(
-        d, json.dumps({**GROUP, "pos_scores": 3, "neg_scores": [1, 2]}) + "\n")],
+    "training JSONL, pos_scores not a list": ("train", lambda d: _training(
+        d, json.dumps({**GROUP, "pos_scores": 3, "neg_scores": [1, 2]})),
         'groups.jsonl:1: "pos_scores" must be a list of finite numbers'),
-    "training JSONL, pos a string": ("train", lambda d: ["cross-encoder", "--model", "default", "--data", _groups(
-        d, json.dumps({**GROUP, "pos": "a string"}) + "\n")], 'groups.jsonl:1: "pos" must be a list of strings'),
-    "training JSONL, query null": ("train", lambda d: ["cross-encoder", "--model", "default", "--data", _groups(
-        d, json.dumps({**GROUP, "query": None}) + "\n")], 'groups.jsonl:1: "query" must be a string'),
+    "training JSONL, pos a string": ("train", lambda d: _training(d, json.dumps({**GROUP, "pos": "a string"})),
+                                     'groups.jsonl:1: "pos" must be a list of strings'),
+    "training JSONL, query null": ("train", lambda d: _training(d, json.dumps({**GROUP, "query": None})),
+                                   'groups.jsonl:1: "query" must be a string'),
     "training JSONL.gz, corrupt": ("train", lambda d: ["cross-encoder", "--model", "default", "--data", write(
         d / "g.jsonl.gz", gzip.compress(json.dumps(GROUP).encode() * 50)[:-12] + b"\x00" * 12)], "g.jsonl.gz:"),
     "mine-negatives, qrels with invalid UTF-8": ("train", lambda d: [
         "mine-negatives", "--run", write(d / "r.txt", RUN), "--qrels", write(d / "q.txt", b"1 0 d\xff 1\n")],
         "q.txt:1: invalid UTF-8"),
 }
+
+
+def _json_topics(d: Path, content: bytes) -> list:
+    return ["--topics", write(d / "t.json", content), "--run", write(d / "r.txt", RUN), "--index",
+            write(d / "c.tsv", DOCS)]
+
+
+def _reranked(d: Path, **inputs) -> list:
+    return _search_inputs(d, **inputs) + ["--reranker", "default"]
+
+
+def _training(d: Path, line: str) -> list:
+    return ["cross-encoder", "--model", "default", "--data", write(d / "groups.jsonl", line + "\n")]
 
 
 def _broken_model(d: Path, how: str) -> Path:
@@ -175,10 +180,25 @@ NUMBERS = [
 ]
 
 
+def invoke(module: str, *args, cwd: Path):
+    """A CLI in this process (for errors found before any work, where a fresh process adds nothing but seconds)."""
+    import importlib
+    import os
+
+    from click.testing import CliRunner
+
+    here = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(importlib.import_module(f"mamba_pyserini.{module}").main, list(map(str, args)))
+    finally:
+        os.chdir(here)
+
+
 @pytest.mark.parametrize("module, before, option, value", NUMBERS, ids=[f"{m} {o}" for m, _, o, _ in NUMBERS])
 def test_the_worst_value_of_each_numeric_option_is_a_usage_error(module, before, option, value, tmp_path):
-    result = cli(module, *before, option, value, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
+    result = invoke(module, *before, option, value, cwd=tmp_path)
+    assert result.exit_code == 2, result.stderr
     assert f"Invalid value for '{option}'" in result.stderr
     assert not any(tmp_path.iterdir())
 
@@ -224,13 +244,13 @@ MISSING = [
     ("rerank", ["--topics", "dl19", "--run", "none.txt", "--index", "x"], "run file not found: none.txt"),
     ("train", ["cross-encoder", "--model", "default", "--data", "none.jsonl", "--output", "o"],
      "training file not found: none.jsonl"),
-    ("train", ["cross-encoder", "--model", "none", "--data", FIXTURES / "train" / "flag-reranker.jsonl", "--output",
-               "o"], "none is not a model checkpoint"),
+    ("train", ["cross-encoder", "--model", "/nonexistent/model", "--data", FIXTURES / "train" / "flag-reranker.jsonl",
+               "--output", "o"], "/nonexistent/model is not a model checkpoint"),
     ("train", ["cross-encoder", "--model", "default", "--data", FIXTURES / "train" / "msmarco-triples.tsv",
                "--collection", "none.tsv", "--queries", "dl19", "--output", "o"], "collection not found: none.tsv"),
     ("train", ["mine-negatives", "--run", "none.txt", "--qrels", "q", "--output", "o"], "run file not found: none.txt"),
-    ("train", ["score-teacher", "--teacher", "none", "--data", FIXTURES / "train" / "flag-reranker.jsonl",
-               "--output", "o.jsonl"], "none is not a model checkpoint"),
+    ("train", ["score-teacher", "--teacher", "/nonexistent/model", "--data", FIXTURES / "train" /
+               "flag-reranker.jsonl", "--output", "o.jsonl"], "/nonexistent/model is not a model checkpoint"),
     ("encode", ["--model", "default", "--corpus", "none.jsonl", "--output", "o"], "none.jsonl"),
     ("index", ["--input", "none", "--index", "o"], "none"),
     ("distill", ["--collection", "none.jsonl", "--output", "o"], "none.jsonl"),
@@ -239,8 +259,8 @@ MISSING = [
 
 @pytest.mark.parametrize("module, args, message", MISSING, ids=[f"{m} {a[1]}" for m, a, _ in MISSING])
 def test_a_path_that_is_not_there_is_one_line_exit_2(module, args, message, tmp_path):
-    result = cli(module, *args, cwd=tmp_path)
-    assert result.returncode == 2, result.stderr
+    result = invoke(module, *args, cwd=tmp_path)
+    assert result.exit_code == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error")]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert not any(tmp_path.iterdir())

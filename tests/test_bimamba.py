@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mamba_pyserini.modeling.base import load_model
+from mamba_pyserini.modeling.auto import load_model
 from mamba_pyserini.modeling.bimamba import BiMamba2Config, BiMamba2Mixer, BiMamba2Model, from_bert
 
 TINY = dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, intermediate_size=32, num_heads=2, head_dim=8,

@@ -55,8 +55,8 @@ def test_index_refuses_to_overwrite_and_missing_input(cacm_index, tmp_path):
 
 def test_rerank_bm25_hits_from_a_lucene_index(cacm_index, tiny_checkpoints, tmp_path):
     """Texts come from the index's stored contents (Anserini's HTML extraction); the top 5 are reranked."""
-    from mamba_pyserini.corpus import read_texts
     from mamba_pyserini.runs import read_run
+    from mamba_pyserini.texts import read_texts
 
     bm25, reranked = tmp_path / "bm25.txt", tmp_path / "r.txt"
     common = ["--topics", "cacm", "--index", cacm_index, "--hits", "20"]

@@ -39,7 +39,8 @@ def test_save_and_load_round_trip(family, neox_tokenizer, bert_tokenizer, tmp_pa
 
 
 def test_defaults_follow_the_backbone(neox_tokenizer, bert_tokenizer):
-    assert make_cross_encoder("mamba", neox_tokenizer).config == MambaRankerConfig(template=DOCUMENT_QUERY, pooling="last")
+    expected = MambaRankerConfig(template=DOCUMENT_QUERY, pooling="last")
+    assert make_cross_encoder("mamba", neox_tokenizer).config == expected
     assert make_cross_encoder("bert", bert_tokenizer).config == MambaRankerConfig(
         template=QUERY_DOCUMENT, pooling="cls", max_length=128)  # the tiny BERT has 128 positions
 
@@ -137,8 +138,9 @@ def test_a_checkpoint_of_the_wrong_kind_is_refused(tiny_checkpoints, tmp_path):
 
 
 def test_a_plain_backbone_loads_with_a_fresh_head(neox_tokenizer, tmp_path):
-    from conftest import tiny_backbone_config
     from transformers import AutoModel
+
+    from conftest import tiny_backbone_config
 
     AutoModel.from_config(tiny_backbone_config("mamba", len(neox_tokenizer))).save_pretrained(tmp_path)
     neox_tokenizer.save_pretrained(tmp_path)

@@ -53,6 +53,7 @@ def test_pyserinis_faiss_searcher_searches_our_index(cacm_faiss, tiny_bi_encoder
     assert [h.score for h in hits] == pytest.approx((vectors @ query)[best].tolist(), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_hnsw_and_shards_give_the_same_index(cacm_faiss, tiny_bi_encoder, tmp_path):
     flat = faiss.read_index(str(cacm_faiss / "index"))
     for shard in range(2):
@@ -69,6 +70,7 @@ def test_hnsw_and_shards_give_the_same_index(cacm_faiss, tiny_bi_encoder, tmp_pa
     np.testing.assert_allclose(merged.reconstruct_n(0, merged.ntotal), flat.reconstruct_n(0, flat.ntotal), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_torchrun_encodes_shards_in_two_processes_and_merges(cacm_faiss, tiny_bi_encoder, tmp_path):
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m",
                     "mamba_pyserini.encode", "--model", str(tiny_bi_encoder), "--corpus", str(CORPUS), "--output",

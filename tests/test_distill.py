@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mamba_pyserini.corpus import read_collection
-from mamba_pyserini.modeling.base import load_model
-from mamba_pyserini.topics import COLLECTIONS
-
 from conftest import REPO
+from mamba_pyserini._paths import COLLECTIONS
+from mamba_pyserini.corpus import read_collection
+from mamba_pyserini.modeling.auto import load_model
 
 POOL = COLLECTIONS / "distill" / "msmarco-v2-passage.pool.jsonl.gz"
 QUERIES = COLLECTIONS / "msmarco-train" / "msmarco-passage.train.sample10k-1.tsv.gz"
@@ -76,6 +75,7 @@ def test_teacher_groups_are_its_top_passages_plus_random_ones_with_its_scores(mi
     assert group.positive_scores[0] == pytest.approx(max(cosine[0]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_the_recipe_trains_a_bi_encoder_then_a_cross_encoder_from_its_backbone(tmp_path, minilm, small_pool):
     out = tmp_path / "distill"
     cmd = [sys.executable, "-m", "mamba_pyserini.distill", "--teacher", str(minilm), "--collection",
@@ -122,6 +122,7 @@ def _weights(path):
     return load_file(path / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_a_bi_encoder_learns_to_regress_its_teachers_vectors(tmp_path, minilm, small_pool):
     from mamba_pyserini.modeling.bi_encoder import MambaBiEncoder
     from mamba_pyserini.training.data import Group

@@ -57,6 +57,7 @@ def _losses(output: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in (output / "train_log.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_the_same_losses_in_fresh_processes(tiny_checkpoints, tmp_path):
     """A random initialisation and the data order both come from --seed alone."""
     runs = []
@@ -70,6 +71,7 @@ def test_the_same_seed_gives_the_same_losses_in_fresh_processes(tiny_checkpoints
     assert runs[0] != runs[2]
 
 
+@pytest.mark.slow
 def test_kill_9_while_checkpointing_leaves_a_run_that_resumes_exactly(tiny_checkpoints, tmp_path):
     """Killed while writing checkpoint 4 or later (or, if the write is too quick to catch, just after it)."""
     steps = ["--max-steps", "8", "--save-steps", "1", "--save-total-limit", "2"]

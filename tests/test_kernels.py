@@ -6,8 +6,16 @@ import pytest
 import torch
 
 from mamba_pyserini import kernel_info
-from mamba_pyserini._kernels import (FP32_ENV, MAMBA_MODULES, _version, accurate_fp32, inference_bf16, kernel_path,
-                                     kernels_for, torch_function)
+from mamba_pyserini._kernels import (
+    FP32_ENV,
+    MAMBA_MODULES,
+    _version,
+    accurate_fp32,
+    inference_bf16,
+    kernel_path,
+    kernels_for,
+    torch_function,
+)
 
 
 def test_cpu_runs_the_reference_functions_and_restores_the_bound_ones():
@@ -48,7 +56,7 @@ def test_our_cpu_scan_matches_transformers_reference_in_values_and_gradients():
     import torch
     import transformers.models.mamba.modeling_mamba as modeling_mamba
 
-    from mamba_pyserini.modeling.scan import selective_scan
+    from mamba_pyserini.ops.selective_scan import selective_scan
 
     reference = torch_function(modeling_mamba.mamba_selective_scan, modeling_mamba.__name__)
     b, d, n, length = 2, 16, 4, 40
@@ -72,7 +80,7 @@ def test_cpu_kernel_path_uses_our_scan_inside_a_mamba_model():
     import transformers.models.mamba.modeling_mamba as modeling_mamba
     from transformers import MambaConfig, MambaModel
 
-    from mamba_pyserini.modeling.scan import selective_scan
+    from mamba_pyserini.ops.selective_scan import selective_scan
 
     torch.manual_seed(0)
     model = MambaModel(MambaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, state_size=4)).eval()
@@ -89,7 +97,7 @@ def test_our_mamba2_chunk_scan_matches_transformers_reference_in_values_and_grad
     import torch
     import transformers.models.mamba2.modeling_mamba2 as modeling_mamba2
 
-    from mamba_pyserini.modeling.ssd import chunk_scan
+    from mamba_pyserini.ops.ssd import chunk_scan
 
     reference = torch_function(modeling_mamba2.mamba2_chunk_scan, modeling_mamba2.__name__)
     b, h, p, n = 2, 4, 8, 6
@@ -116,7 +124,7 @@ def test_cpu_kernel_path_uses_our_chunk_scan_inside_a_mamba2_model():
     import transformers.models.mamba2.modeling_mamba2 as modeling_mamba2
     from transformers import Mamba2Config, Mamba2Model
 
-    from mamba_pyserini.modeling.ssd import chunk_scan
+    from mamba_pyserini.ops.ssd import chunk_scan
 
     torch.manual_seed(0)
     config = Mamba2Config(vocab_size=50, hidden_size=32, num_hidden_layers=2, state_size=8, expand=2, head_dim=16,
@@ -141,7 +149,7 @@ def test_a_packed_row_scans_each_sequence_as_if_alone(lengths):
     """seq_idx keeps packed sequences apart in our chunk scan and causal conv, as in mamba_ssm's kernels."""
     import torch
 
-    from mamba_pyserini.modeling.ssd import causal_conv1d, chunk_scan
+    from mamba_pyserini.ops.ssd import causal_conv1d, chunk_scan
 
     g = torch.Generator().manual_seed(0)
     h, p, n, d = 2, 4, 3, 6
@@ -183,7 +191,7 @@ def test_bf16_inference_runs_where_the_cpu_has_native_bf16_and_ranks_as_fp32_doe
     import json
 
     from mamba_pyserini.candidates import CANDIDATES_DIR
-    from mamba_pyserini.modeling.base import load_model
+    from mamba_pyserini.modeling.auto import load_model
 
     monkeypatch.delenv(FP32_ENV, raising=False)
     capabilities = torch.cpu.get_capabilities()

@@ -5,11 +5,10 @@ import pytest
 import torch
 
 import mamba_pyserini.modeling.packing as packing
-from mamba_pyserini._kernels import kernels_for, packs
-from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
-from mamba_pyserini.modeling.packing import pack, separator_tokens
-
 from conftest import tiny_backbone_config
+from mamba_pyserini._kernels import kernels_for
+from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
+from mamba_pyserini.modeling.packing import pack, packs, separator_tokens
 
 
 @pytest.fixture(scope="module")

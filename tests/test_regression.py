@@ -1,6 +1,7 @@
-"""Regressions in Pyserini's 2CR style: every offline condition reproduces (the full run is part of the suite)."""
+"""Regressions in Pyserini's 2CR style: every offline condition reproduces (the full run is in the slow lane)."""
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 
 from mamba_pyserini import regression
@@ -44,6 +45,7 @@ def test_a_wrong_expectation_fails_with_a_nonzero_exit(tmp_path, monkeypatch):
     assert "| wrong | dl19-passage | MRR@10 | — | 0.8233 | RECORDED |" in report
 
 
+@pytest.mark.slow
 def test_every_offline_condition_is_ok(tmp_path):
     """``python -m mamba_pyserini.regression --all``: CACM (Anserini's regression), the bundled DL first stages,
     all-MiniLM-L6-v2 reranking and dense retrieval, Pyserini's own CLI run reranked in FirstP and MaxP modes."""

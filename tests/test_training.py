@@ -232,6 +232,7 @@ def test_score_teacher_writes_the_teachers_scores(tmp_path, neox_tokenizer):
     assert g.positive_scores + g.negative_scores == pytest.approx(expected.tolist(), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_torchrun_on_two_cpu_processes_matches_one_process_with_the_same_global_batch(tmp_path, tiny_checkpoints):
     common = ["-m", "mamba_pyserini.train", "cross-encoder", "--model", str(tiny_checkpoints["mamba"]), "--data",
               str(FLAG), "--lr", "3e-3", "--warmup-steps", "1", "--group-size", "4", "--max-steps", "3",

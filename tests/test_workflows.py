@@ -10,10 +10,10 @@ from click.testing import CliRunner
 
 from conftest import REPO
 from mamba_pyserini import MambaCrossEncoder
-from mamba_pyserini.corpus import read_texts
 from mamba_pyserini.rerank import main as rerank_main
 from mamba_pyserini.reranker import segments
 from mamba_pyserini.runs import read_run
+from mamba_pyserini.texts import read_texts
 
 CACM_TOPICS = REPO / "collections" / "topics-and-qrels" / "topics.cacm.txt"
 

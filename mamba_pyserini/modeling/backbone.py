@@ -16,7 +16,7 @@ DEFAULT_MODELS = {"cross-encoder": "bimamba2-l6-cross-encoder", "bi-encoder": "b
 def bundled_models() -> dict[str, Path]:
     """Models shipped in ``collections/models`` (each with its model card as README.md), by the names that load
     them: the BiMamba-2 cross-encoder and bi-encoder distilled from all-MiniLM-L6-v2."""
-    from ..topics import COLLECTIONS
+    from .._paths import COLLECTIONS
 
     return {name: COLLECTIONS / "models" / name for name in DEFAULT_MODELS.values()}
 

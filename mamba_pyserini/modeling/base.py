@@ -14,11 +14,18 @@ import torch
 from torch import nn
 
 from .._io import atomic_write, load_safetensors
-from .._kernels import inference_autocast, kernels_for, packs
-from ..config import CONFIG_KEY, MambaRankerConfig
-from .backbone import (SAFETENSORS, build_backbone, is_encoder, load_backbone, load_backbone_config, max_positions,
-                       resolve_checkpoint)
-from .packing import layout, packed_hidden, to_device
+from .._kernels import inference_autocast, kernels_for
+from .backbone import (
+    SAFETENSORS,
+    build_backbone,
+    is_encoder,
+    load_backbone,
+    load_backbone_config,
+    max_positions,
+    resolve_checkpoint,
+)
+from .config import CONFIG_KEY, MambaRankerConfig
+from .packing import layout, packed_hidden, packs, to_device
 from .packing import pack as pack_features
 
 log = logging.getLogger("mamba_pyserini")
@@ -47,7 +54,7 @@ class RankingModel(nn.Module):
             raise ValueError(f"max length {config.max_length} exceeds the model's maximum of {limit} positions")
         self.backbone, self.tokenizer, self.config = backbone, tokenizer, config
         self.causal = not is_encoder(backbone.config)
-        self.packing: bool | None = None  # pack batches: None = where ``_kernels.packs`` says; True/False: always/never
+        self.packing: bool | None = None  # pack batches: None = where ``packing.packs`` says; True/False: always/never
 
     # -- construction and persistence ------------------------------------------------------------------------------
     @classmethod
@@ -66,9 +73,20 @@ class RankingModel(nn.Module):
     @classmethod
     def from_backbone_of(cls, name_or_path: str | os.PathLike, **overrides):
         """A model that starts from the backbone and tokenizer of another checkpoint of either kind (e.g. a
-        cross-encoder from a trained bi-encoder), with this kind's defaults and a fresh head."""
-        other = load_model(name_or_path)
-        return cls.from_backbone(other.backbone, other.tokenizer, **overrides)
+        cross-encoder from a trained bi-encoder), or of a plain pretrained backbone, with this kind's defaults and a
+        fresh head."""
+        from transformers import AutoTokenizer
+
+        name_or_path = resolve_checkpoint(name_or_path)
+        config = load_backbone_config(name_or_path)
+        if getattr(config, CONFIG_KEY, None) is None:
+            backbone = load_backbone(name_or_path)
+        else:  # a saved model of ours: its weights under ``backbone.``, beside its head's
+            backbone = build_backbone(config)
+            prefix = "backbone."
+            backbone.load_state_dict({k[len(prefix):]: v for k, v in load_safetensors(
+                _weights_file(name_or_path)).items() if k.startswith(prefix)})
+        return cls.from_backbone(backbone, AutoTokenizer.from_pretrained(name_or_path), **overrides)
 
     @classmethod
     def plain_config(cls, path: str, backbone_config, overrides: dict) -> MambaRankerConfig:
@@ -80,7 +98,6 @@ class RankingModel(nn.Module):
         """Load a saved model, or start one from a plain pretrained backbone. ``overrides`` (e.g. ``max_length``)
         replace saved settings. Weights are read from safetensors only."""
         from transformers import AutoTokenizer
-        from transformers.utils import cached_file
 
         name_or_path = resolve_checkpoint(name_or_path, cls.KIND)
         backbone_config = load_backbone_config(name_or_path)
@@ -96,10 +113,8 @@ class RankingModel(nn.Module):
         config = MambaRankerConfig.from_dict({**saved, **overrides})
         if config.kind != cls.KIND:
             raise ValueError(f"{name_or_path} is a {config.kind} checkpoint, not a {cls.KIND}")
-        weights = cached_file(name_or_path, SAFETENSORS, _raise_exceptions_for_missing_entries=False)
-        if weights is None:
-            raise ValueError(f"{name_or_path} has no {SAFETENSORS} (weights are only loaded from safetensors)")
         model = cls(build_backbone(backbone_config), tokenizer, config)
+        weights = _weights_file(name_or_path)
         state = load_safetensors(weights)
         try:
             model.load_state_dict(state)
@@ -115,6 +130,7 @@ class RankingModel(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         config = self.backbone.config.to_dict()
+        config.pop("_name_or_path", None)  # where it was loaded from: a path on some other machine
         config[CONFIG_KEY] = self.config.to_dict()
         state = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in self.state_dict().items()}
         with atomic_write(path / SAFETENSORS, "wb") as f:
@@ -159,7 +175,7 @@ class RankingModel(nn.Module):
 
     def batch(self, features: list[dict[str, list[int]]], device: str, pack: bool | None = None) -> dict:
         """The model's inputs for ``features`` on ``device``: packed into rows (``modeling/packing.py``) where
-        ``_kernels.packs`` says (or ``pack``, else :attr:`packing`, insists), else right-padded; on GPUs, padded
+        ``packing.packs`` says (or ``pack``, else :attr:`packing`, insists), else right-padded; on GPUs, padded
         lengths are rounded up to a multiple of 8 and packed rows laid out as ``packing.layout`` says, so that steps
         have few distinct shapes."""
         on_gpu = device.startswith("cuda")
@@ -230,20 +246,11 @@ class RankingModel(nn.Module):
         return out
 
 
-def checkpoint_kind(name_or_path: str | os.PathLike) -> str:
-    """'cross-encoder' or 'bi-encoder': a saved model's kind; a sentence-transformers directory is a bi-encoder, any
-    other plain backbone a cross-encoder."""
-    name_or_path = resolve_checkpoint(name_or_path)
-    saved = getattr(load_backbone_config(name_or_path), CONFIG_KEY, None)
-    if saved is not None:
-        return MambaRankerConfig.from_dict(saved).kind
-    return "bi-encoder" if (Path(name_or_path) / ST_MODULES).is_file() else "cross-encoder"
+def _weights_file(name_or_path: str) -> str:
+    """The checkpoint's model.safetensors (downloaded from the hub when ``name_or_path`` is an id there)."""
+    from transformers.utils import cached_file
 
-
-def load_model(name_or_path: str | os.PathLike, kind: str | None = None, **overrides) -> RankingModel:
-    """The cross-encoder or bi-encoder a checkpoint holds; ``kind`` insists on one."""
-    from .bi_encoder import MambaBiEncoder
-    from .cross_encoder import MambaCrossEncoder
-
-    classes = {c.KIND: c for c in (MambaCrossEncoder, MambaBiEncoder)}
-    return classes[kind or checkpoint_kind(name_or_path)].from_pretrained(name_or_path, **overrides)
+    weights = cached_file(name_or_path, SAFETENSORS, _raise_exceptions_for_missing_entries=False)
+    if weights is None:
+        raise ValueError(f"{name_or_path} has no {SAFETENSORS} (weights are only loaded from safetensors)")
+    return weights

@@ -137,6 +137,15 @@ def can_pack(config, device: str) -> bool:
     return device.startswith("cuda") and getattr(config, "_attn_implementation", None) == VARLEN
 
 
+def packs(device: str, config) -> bool:
+    """Whether batches for a backbone with this config run packed on ``device``: Mamba-1 and Mamba-2 on the fast path
+    (``_kernels.kernel_path``), where packing removes the padding; attention models set to the ``varlen``
+    implementation, on GPUs. Elsewhere right-padded batches are faster (the CPU scans step through every position)."""
+    from .._kernels import kernel_path
+
+    return can_pack(config, device) and (config.model_type not in MAMBA_TYPES or kernel_path(device) == "fast")
+
+
 def packed_hidden(backbone, input_ids, token_type_ids, packing: Packing) -> torch.Tensor:
     """Last hidden states (R, T, D) of packed rows."""
     config = backbone.config
@@ -267,26 +276,10 @@ class _Matmul(torch.autograd.Function):
         return _bmm(grad, x.transpose(1, 2)).sum(0), dx, None
 
 
-def add_norm_reference(hidden, residual, norm, residual_in_fp32: bool):
-    """(normed, residual): transformers' ``MambaBlock`` residual add then RMSNorm, as mamba_ssm's fused
-    ``rms_norm_fn(..., prenorm=True)`` computes them."""
-    residual = hidden if residual is None else residual + hidden
-    residual = residual.float() if residual_in_fp32 else residual
-    return norm(residual.to(norm.weight.dtype)), residual
-
-
-def add_norm_fused(hidden, residual, norm, residual_in_fp32: bool):
-    """mamba_ssm's fused residual add + RMSNorm (Triton)."""
-    from mamba_ssm.ops.triton.layer_norm import rms_norm_fn
-
-    return rms_norm_fn(hidden, norm.weight, None, residual=residual, prenorm=True, residual_in_fp32=residual_in_fp32,
-                       eps=norm.variance_epsilon)
-
-
 # -- Mamba-2 -------------------------------------------------------------------------------------------------------
 def mamba2_packed(model, input_ids, packing: Packing) -> torch.Tensor:
     """transformers ``Mamba2Model``'s forward over packed rows, on the path ``_kernels.mamba2_ops`` picks (mamba_ssm's
-    fused mixer and add + RMSNorm on the fast path; ``modeling/ssd.py`` otherwise), each mixer given each token's
+    fused mixer and add + RMSNorm on the fast path; ``ops/ssd.py`` otherwise), each mixer given each token's
     segment (``seq_idx``), at which its convolution and chunk scan restart; replayed from a CUDA graph where
     ``_kernels.cuda_graphs`` says."""
     from .._kernels import mamba2_ops

@@ -223,7 +223,7 @@ class Recipe:
 def build_groups(output: Path, teacher: str, queries: list[str], passages: list[str], recipe: Recipe,
                  device: str | None) -> list[Group]:
     """The teacher's groups, computed once and kept in ``output/groups.npz``."""
-    from ..modeling.base import load_model
+    from ..modeling.auto import load_model
 
     path = output / GROUPS_FILE
     if path.is_file():
@@ -252,7 +252,8 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
        and passage segments of the one sequence), the same KL.
     A stage whose model is already there is skipped; ``resume`` continues stage 2 or 3 from its latest checkpoint
     (the short stage 1 starts again)."""
-    from ..modeling.base import SAFETENSORS, load_model
+    from ..modeling.auto import load_model
+    from ..modeling.backbone import SAFETENSORS
     from ..modeling.bi_encoder import MambaBiEncoder
     from ..modeling.cross_encoder import MambaCrossEncoder
     from .trainer import Trainer, TrainingArguments

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from .pooling import POOLINGS
-from .templates import DOCUMENT_QUERY, QUERY_DOCUMENT, TEMPLATES
+from ..pooling import POOLINGS
+from ..templates import DOCUMENT_QUERY, QUERY_DOCUMENT, TEMPLATES
 
 CONFIG_KEY = "mamba_pyserini"
 KINDS = ("cross-encoder", "bi-encoder")
@@ -37,7 +37,7 @@ class MambaRankerConfig:
     def for_backbone(cls, backbone_config, **overrides) -> "MambaRankerConfig":
         """Defaults for a backbone: encoders take ``[CLS] q [SEP] d`` and CLS pooling; causal models (Mamba,
         decoders) take the RankMamba template and the last real token; max length 512 or the positions there are."""
-        from .modeling.backbone import is_encoder, max_positions
+        from .backbone import is_encoder, max_positions
 
         encoder = is_encoder(backbone_config)
         defaults = {"template": QUERY_DOCUMENT if encoder else DOCUMENT_QUERY, "pooling": "cls" if encoder else "last",
