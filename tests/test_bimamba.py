@@ -1,6 +1,7 @@
 """BiMamba-2 (modeling/bimamba.py): the bidirectional mixer against a step-by-step recurrence, padding and direction,
 conversion from all-MiniLM-L6-v2 (the real teacher) and teacher-forced alignment."""
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -90,6 +91,7 @@ def test_conversion_keeps_the_teachers_embeddings_mlps_and_norms_and_maps_attent
     torch.testing.assert_close(rows[3 * inner:4 * inner], source.attention.self.query.weight / 32 ** 0.5)
 
 
+@pytest.mark.slow
 def test_alignment_teaches_each_mixer_the_attention_it_replaces(minilm):
     from mamba_pyserini.training.distill import align_mixers, init_student
 

@@ -56,6 +56,7 @@ def test_a_bert_student_is_the_teacher_and_a_bimamba2_student_keeps_its_depth(mi
         init_student(str(minilm), "bimamba2", layers=2)
 
 
+@pytest.mark.slow
 def test_teacher_groups_are_its_top_passages_plus_random_ones_with_its_scores(minilm, small_pool):
     from mamba_pyserini.training.distill import teacher_groups, to_groups
 

@@ -37,7 +37,7 @@ def test_bundled_bm25_is_pyserinis_run(topics, ndcg, tmp_path):
     assert sidecar["metrics"]["nDCG@10"] == ndcg and sidecar["first_stage"] == "bm25-default"
 
 
-@pytest.mark.parametrize("family, depth", [("mamba", "100"), ("mamba2", "20")])
+@pytest.mark.parametrize("family, depth", [pytest.param("mamba", "100", marks=pytest.mark.slow), ("mamba2", "20")])
 def test_tiny_mamba_reranks_dl19_end_to_end(family, depth, tiny_checkpoints, tmp_path):
     out = tmp_path / f"{family}.txt"
     result = search("--topics", "dl19", "--reranker", str(tiny_checkpoints[family]), "--rerank-depth", depth,

@@ -26,6 +26,7 @@ def _args(output, **kw):
     return TrainingArguments(str(output), **{**defaults, **kw})
 
 
+@pytest.mark.slow
 def test_a_tiny_mamba_cross_encoder_overfits_the_training_groups(tmp_path, neox_tokenizer):
     groups = read_groups(FLAG)
     model = make_cross_encoder("mamba", neox_tokenizer, max_length=128)
