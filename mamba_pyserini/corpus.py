@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from ._io import read_lines
+from ._io import first_seen, read_lines
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
 TSV_SUFFIXES = (".tsv", ".tsv.gz", ".txt", ".txt.gz")
@@ -28,7 +28,7 @@ def iter_collection(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"collection not found: {path}")
     fmt = collection_format(path)
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for lineno, line in read_lines(path):
         if not line.strip():
             continue
@@ -38,10 +38,7 @@ def iter_collection(path: str | os.PathLike) -> Iterator[tuple[str, str]]:
             docid, sep, text = line.partition("\t")
             if not sep or not docid.strip():
                 raise ValueError(f"{path}:{lineno}: malformed collection line: expected 'docid<TAB>text'")
-        if docid in seen:
-            first = next(n for n, other in read_lines(path) if _line_id(other, fmt) == docid)
-            raise ValueError(f"{path}:{lineno}: document id {docid!r} appears twice (lines {first} and {lineno})")
-        seen.add(docid)
+        first_seen(seen, docid, lineno, path, "document id")
         yield docid, text
 
 
@@ -56,16 +53,6 @@ def _json_document(line: str, path, lineno: int) -> tuple[str, str]:
         raise ValueError(f'{path}:{lineno}: malformed collection line: "id" must be a string (or integer) and '
                          f'"contents" a string, not {type(docid).__name__} and {type(text).__name__}')
     return str(docid), text
-
-
-def _line_id(line: str, fmt: str) -> str | None:
-    """A collection line's id, for naming where a duplicate first appeared."""
-    if fmt == "tsv":
-        return line.partition("\t")[0]
-    try:
-        return str(json.loads(line)["id"])
-    except (ValueError, KeyError, TypeError):
-        return None
 
 
 def read_collection(path: str | os.PathLike, docids: set[str] | None = None) -> dict[str, str]:
