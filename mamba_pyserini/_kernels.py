@@ -13,6 +13,7 @@ import os
 log = logging.getLogger("mamba_pyserini")
 FP32_ENV = "MAMBA_PYSERINI_FP32"  # =1: inference in fp32 everywhere
 GRAPHS_ENV = "MAMBA_PYSERINI_CUDA_GRAPHS"  # =0: packed Mamba layers run eagerly, without CUDA graphs
+CPU_MIXER_ENV = "MAMBA_PYSERINI_CPU_MIXER"  # =0: BiMamba-2 inference on CPUs without the compiled mixer
 
 
 @functools.cache
@@ -100,6 +101,17 @@ def mamba2_ops(device: str):
     return functools.partial(split_conv1d_scan, chunk_scan=chunk_scan, conv=conv), add_norm(device)
 
 
+def cpu_mixer(device: str):
+    """The compiled BiMamba-2 mixer for inference on CPUs (``ops/bimamba_cpu.py``), or None: elsewhere, when numba is
+    missing, or when the environment sets ``MAMBA_PYSERINI_CPU_MIXER=0`` (then the mixer runs ``ops/ssd.py``'s
+    chunk scan in each direction, as in training)."""
+    if device != "cpu" or os.environ.get(CPU_MIXER_ENV) == "0" or not _version("numba"):
+        return None
+    from .ops.bimamba_cpu import bidirectional_mix
+
+    return bidirectional_mix
+
+
 def cuda_graphs(device: str) -> bool:
     """Whether packed Mamba-1 and Mamba-2 layers replay CUDA graphs (``modeling/cuda_graphs.py``): on the fast path,
     unless the environment sets ``MAMBA_PYSERINI_CUDA_GRAPHS=0``."""
@@ -147,11 +159,11 @@ def inference_bf16(device: str) -> bool:
 
 
 def provenance(device: str) -> dict:
-    """What a run's numbers depend on, for its sidecar: the device, the kernel path, the inference precision and the
-    versions of the packages that compute them."""
-    packages = ("mamba_pyserini", "torch", "transformers", "pyserini", "mamba_ssm", "causal_conv1d")
-    return {"device": device, "kernel": kernel_path(device), "precision": "bf16" if inference_bf16(device) else "fp32",
-            "versions": {p: _version(p) for p in packages}}
+    """What a run's numbers depend on, for its sidecar: the device, the kernel path (and whether BiMamba-2 mixers use
+    the compiled CPU one), the inference precision and the versions of the packages that compute them."""
+    packages = ("mamba_pyserini", "torch", "transformers", "pyserini", "mamba_ssm", "causal_conv1d", "numba")
+    return {"device": device, "kernel": kernel_path(device), "cpu_mixer": cpu_mixer(device) is not None,
+            "precision": "bf16" if inference_bf16(device) else "fp32", "versions": {p: _version(p) for p in packages}}
 
 
 def inference_autocast(device: str):

@@ -213,6 +213,7 @@ def test_the_sidecar_names_the_command_to_rerun_and_what_the_numbers_depend_on(t
     assert sidecar["command"].startswith("python -m mamba_pyserini.search --topics ")
     assert sidecar["qrels"].endswith("q.txt") and sidecar["relevance_level"] == 1
     assert sidecar["provenance"]["kernel"] == "ref" and sidecar["provenance"]["precision"] in ("fp32", "bf16")
+    assert sidecar["provenance"]["cpu_mixer"] is True and sidecar["provenance"]["versions"]["numba"]
     assert sidecar["provenance"]["versions"]["torch"]
     assert "(relevance >= 1 for MAP, R@100)" in result.stdout
     tags = {line.split()[5] for line in out.read_text().splitlines()}

@@ -29,7 +29,13 @@ def _recurrence(mixer, seq):
     return mixer._gated_norm(torch.stack(out).reshape(len(seq), mixer.inner), z)
 
 
-def test_the_mixer_is_a_forward_and_a_backward_mamba2_recurrence_per_sequence():
+PATHS = pytest.mark.parametrize("compiled", ["1", "0"], ids=["compiled-cpu-mixer", "chunk-scan"])
+
+
+@PATHS
+def test_the_mixer_is_a_forward_and_a_backward_mamba2_recurrence_per_sequence(compiled, monkeypatch):
+    """Without gradients on a CPU the mixer runs ``ops/bimamba_cpu.py`` unless MAMBA_PYSERINI_CPU_MIXER=0."""
+    monkeypatch.setenv("MAMBA_PYSERINI_CPU_MIXER", compiled)
     torch.manual_seed(0)
     mixer = BiMamba2Mixer(BiMamba2Config(**TINY))
     with torch.no_grad():
@@ -46,7 +52,9 @@ def test_the_mixer_is_a_forward_and_a_backward_mamba2_recurrence_per_sequence():
             torch.testing.assert_close(y[row, :len(seq)], expected, atol=1e-5, rtol=1e-4)
 
 
-def test_every_token_reads_the_whole_text_and_padding_changes_nothing():
+@PATHS
+def test_every_token_reads_the_whole_text_and_padding_changes_nothing(compiled, monkeypatch):
+    monkeypatch.setenv("MAMBA_PYSERINI_CPU_MIXER", compiled)
     torch.manual_seed(0)
     model = BiMamba2Model(BiMamba2Config(**TINY)).eval()
     ids = torch.tensor([[1, 5, 9, 13, 17, 2]])
@@ -112,14 +120,41 @@ def test_alignment_teaches_each_mixer_the_attention_it_replaces(minilm):
     assert all(after < 0.5 * before for before, after in zip(*errors)), errors
 
 
-def test_backbones_are_built_in_float32_whatever_dtype_their_config_records():
+def test_backbones_are_built_and_loaded_in_float32_whatever_dtype_their_config_records(tmp_path):
+    """fp16 weights on a CPU are slow and break bf16 autocast (LayerNorm refuses the mix), so they load as fp32."""
     from transformers import BertConfig
 
-    from mamba_pyserini.modeling.backbone import build_backbone
+    from mamba_pyserini.modeling.backbone import build_backbone, load_backbone
 
     config = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                         dtype="float16")
     assert {p.dtype for p in build_backbone(config).parameters()} == {torch.float32}
+    build_backbone(config).half().save_pretrained(tmp_path)
+    loaded = load_backbone(str(tmp_path))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(loaded(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state.float()).all()
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder"])
+def test_the_compiled_cpu_mixer_gives_the_bundled_models_the_chunk_scans_scores(kind, monkeypatch):
+    """On a real query's bundled DL19 candidates, in padded batches of mixed lengths, in fp32."""
+    import gzip
+    import json
+
+    from mamba_pyserini.candidates import CANDIDATES_DIR
+
+    monkeypatch.setenv("MAMBA_PYSERINI_FP32", "1")
+    with gzip.open(CANDIDATES_DIR / "bm25.dl19-passage.json.gz", "rt") as f:
+        entry = json.load(f)[0]
+    pairs = [(entry["query"], hit["content"]) for hit in entry["hits"][::3]]
+    model = load_model("default", kind=kind)
+    scores = {}
+    for compiled in ("1", "0"):
+        monkeypatch.setenv("MAMBA_PYSERINI_CPU_MIXER", compiled)
+        scores[compiled] = model.predict(pairs, batch_size=8)
+    assert np.ptp(scores["0"]) > 0.01  # scores that rank
+    np.testing.assert_allclose(scores["1"], scores["0"], atol=1e-5, rtol=0)
 
 
 def test_the_bundled_models_are_a_bimamba2_cross_encoder_and_bi_encoder_under_24m_parameters_each():

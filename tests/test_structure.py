@@ -14,7 +14,7 @@ LAYERS = [  # lowest first; a module belongs to the first layer naming it or a p
     {"_kernels"},
     {"modeling"},
     {"runs", "topics", "corpus", "candidates", "evaluation", "sparse", "dense", "texts", "reranker", "training"},
-    {"pipeline", "bench", "regression", "_search_cli"},
+    {"pipeline", "bench", "cpu_bench", "regression", "_search_cli"},
     {"search", "rerank", "encode", "index", "train", "distill", "prepare", "with_jvm"},
 ]
 

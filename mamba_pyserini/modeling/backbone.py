@@ -82,11 +82,14 @@ def build_backbone(config):
 
 
 def load_backbone(name_or_path: str):
-    """A pretrained base model from safetensors weights (a local directory or a Hugging Face hub id)."""
+    """A pretrained base model from safetensors weights (a local directory or a Hugging Face hub id), in float32
+    whatever dtype they are stored in, as :func:`build_backbone` (fp16 weights on a CPU are slow, and break bf16
+    autocast there)."""
+    import torch
     from safetensors import SafetensorError
 
     try:
-        return _auto_classes()[1].from_pretrained(name_or_path, use_safetensors=True)
+        return _auto_classes()[1].from_pretrained(name_or_path, use_safetensors=True, dtype=torch.float32)
     except (OSError, ValueError, SafetensorError) as e:
         raise ValueError(f"cannot load a backbone from {name_or_path}: {str(e).splitlines()[0]}") from None
 
