@@ -52,6 +52,28 @@ def test_the_mixer_is_a_forward_and_a_backward_mamba2_recurrence_per_sequence(co
             torch.testing.assert_close(y[row, :len(seq)], expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("shape", [dict(num_heads=3, head_dim=5, state_size=3, conv_kernel=2),
+                                   dict(num_heads=2, head_dim=16, state_size=6, conv_kernel=4)],
+                         ids=["odd-sizes", "state-not-a-multiple-of-4"])
+def test_the_compiled_cpu_mixer_matches_the_chunk_scan_for_other_head_shapes_and_empty_rows(shape, monkeypatch):
+    torch.manual_seed(0)
+    config = BiMamba2Config(**{**TINY, "hidden_size": 12, **shape})
+    mixer = BiMamba2Mixer(config)
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.normal_(0, 0.5)
+    x = torch.randn(4, 9, 12)
+    mask = torch.ones(4, 9, dtype=torch.long)
+    mask[1, 1:], mask[2, :], mask[3, 6:] = 0, 0, 0  # one token, none, six
+    outputs = {}
+    for compiled in ("1", "0"):
+        monkeypatch.setenv("MAMBA_PYSERINI_CPU_MIXER", compiled)
+        with torch.no_grad():
+            outputs[compiled] = mixer(x, mask)
+    real = mask.bool()
+    torch.testing.assert_close(outputs["1"][real], outputs["0"][real], atol=1e-5, rtol=1e-4)
+
+
 @PATHS
 def test_every_token_reads_the_whole_text_and_padding_changes_nothing(compiled, monkeypatch):
     monkeypatch.setenv("MAMBA_PYSERINI_CPU_MIXER", compiled)

@@ -27,7 +27,7 @@ _P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.333451907
 _LOW, _HIGH = np.float32(-87.3), np.float32(88.3)  # 2^k stays a normal float
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")  # IEEE division: no zero check that stops vectorisation
 def _silu(x, scratch, bits):
     """x *= sigmoid(x) in place for a float32 array, vectorised; ``scratch`` (float32) and ``bits`` (int32) are as
     long as ``x``."""
@@ -43,13 +43,22 @@ def _silu(x, scratch, bits):
         x[i] = x[i] / (np.float32(1.0) + scratch[i] * powers[i])
 
 
-@numba.njit(cache=True, fastmath={"reassoc"})
-def _mean_square(y):
-    """mean(y ** 2), summed in any order (so vectorised)."""
-    total = np.float32(0.0)
-    for v in y:
-        total += v * v
-    return total / np.float32(y.shape[0])
+@numba.njit(cache=True, fastmath={"reassoc"}, error_model="numpy")
+def _gated_norms(y, gate, norm_w, eps, out, at):
+    """out[t, at:at + d] = (rmsnorm(y[0, t] * gate[t]) + rmsnorm(y[1, t] * gate[t])) * norm_w for every token t:
+    both directions' gated RMSNorms, summed; y (2, n, d), gate (n, d). Sums of squares in any order (vectorised)."""
+    d = y.shape[2]
+    for t in range(y.shape[1]):
+        forward, backward = np.float32(0.0), np.float32(0.0)
+        for i in range(d):
+            y[0, t, i] *= gate[t, i]
+            y[1, t, i] *= gate[t, i]
+            forward += y[0, t, i] * y[0, t, i]
+            backward += y[1, t, i] * y[1, t, i]
+        forward = np.float32(1.0 / np.sqrt(forward / d + eps))
+        backward = np.float32(1.0 / np.sqrt(backward / d + eps))
+        for i in range(d):
+            out[t, at + i] = (y[0, t, i] * forward + y[1, t, i] * backward) * norm_w[i]
 
 
 @functools.cache
@@ -59,7 +68,7 @@ def _mixer(heads: int, head_dim: int, state: int, width: int):
     inner = heads * head_dim
     size = head_dim + 2 * state  # one head's x | B | C
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, error_model="numpy")
     def head(projected, n, h, weight, bias, dt, decay, skip, norm_w, eps, out):
         """Row ``projected`` (l, z | x B C) -> its head ``h``'s share of ``out`` (l, inner), both directions.
         C_t h_t is summed into four accumulators in turn (state index mod 4), so that four chains of additions run
@@ -109,7 +118,7 @@ def _mixer(heads: int, head_dim: int, state: int, width: int):
         _silu(conv.reshape(2 * n * size), scratch, bits)
         _silu(gate.reshape(n * head_dim), scratch, bits)
         s = np.empty((state, head_dim), dtype=np.float32)
-        y = np.empty(head_dim, dtype=np.float32)
+        y = np.empty((2, n, head_dim), dtype=np.float32)
         partial = np.empty((4, head_dim), dtype=np.float32)
         for direction in range(2):
             s[:] = 0.0
@@ -124,15 +133,8 @@ def _mixer(heads: int, head_dim: int, state: int, width: int):
                         s[j, i] = value
                         partial[q, i] += value * cj
                 for i in range(head_dim):
-                    y[i] = ((partial[0, i] + partial[1, i]) + (partial[2, i] + partial[3, i]) + skip * v[i]) \
-                        * gate[t, i]
-                scale = np.float32(1.0 / np.sqrt(_mean_square(y) + eps))
-                if direction == 0:
-                    for i in range(head_dim):
-                        out[t, z + i] = y[i] * scale * norm_w[i]
-                else:
-                    for i in range(head_dim):
-                        out[t, z + i] += y[i] * scale * norm_w[i]
+                    y[direction, t, i] = (partial[0, i] + partial[1, i]) + (partial[2, i] + partial[3, i]) + skip * v[i]
+        _gated_norms(y, gate, norm_w, eps, out, z)
 
     @numba.njit(parallel=True, cache=True)
     def mix(projected, lengths, weight, bias, dt, decay, D, norm_w, eps, out):
