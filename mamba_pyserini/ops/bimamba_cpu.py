@@ -8,9 +8,10 @@ of the projections once and, token by token in both directions, convolves them, 
 h_t = exp(dt_t A) h_t-1 + dt_t B_t x_t, y_t = C_t h_t + D x_t and the gated norm, and writes the directions' sum.
 It computes what ``BiMamba2Mixer._scan`` does, in fp32 to ~1e-6, for inference only: no gradients.
 
-Three details make the loops vectorise: the head's sizes are compile-time constants (:func:`_mixer`); SiLU's ``exp``
-is Cephes' single-precision polynomial (:func:`_silu`; within 1 ulp of PyTorch's exp) rather than libm's, which LLVM
-calls one value at a time; and SiLU runs over all of a head's convolved inputs at once, before the recurrence."""
+What makes the loops vectorise: the head's sizes are compile-time constants (:func:`_mixer`); SiLU's ``exp`` is
+Cephes' single-precision polynomial (:func:`_silu`; within 1 ulp of PyTorch's exp) rather than libm's, which LLVM
+calls one value at a time, and SiLU runs over all of a head's convolved inputs at once, before the recurrence; and
+IEEE division (``error_model="numpy"``: numba's default checks each division for zero, which kept SiLU scalar)."""
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ _P = tuple(np.float32(c) for c in (1.9875691500e-4, 1.3981999507e-3, 8.333451907
 _LOW, _HIGH = np.float32(-87.3), np.float32(88.3)  # 2^k stays a normal float
 
 
-@numba.njit(cache=True, error_model="numpy")  # IEEE division: no zero check that stops vectorisation
+@numba.njit(cache=True, error_model="numpy")
 def _silu(x, scratch, bits):
     """x *= sigmoid(x) in place for a float32 array, vectorised; ``scratch`` (float32) and ``bits`` (int32) are as
     long as ``x``."""
@@ -68,81 +69,80 @@ def _mixer(heads: int, head_dim: int, state: int, width: int):
     inner = heads * head_dim
     size = head_dim + 2 * state  # one head's x | B | C
 
-    @numba.njit(cache=True, error_model="numpy")
-    def head(projected, n, h, weight, bias, dt, decay, skip, norm_w, eps, out):
-        """Row ``projected`` (l, z | x B C) -> its head ``h``'s share of ``out`` (l, inner), both directions.
-        C_t h_t is summed into four accumulators in turn (state index mod 4), so that four chains of additions run
-        at once rather than one."""
-        starts = (h * head_dim, inner + h * state, inner + (heads + h) * state)  # in the x B C channels
-        w = np.empty((width, size), dtype=np.float32)  # this head's convolution, its x | B | C side by side
-        b = np.empty(size, dtype=np.float32)
-        for part in range(3):
-            count, at = (head_dim, 0) if part == 0 else (state, head_dim + (part - 1) * state)
-            for i in range(count):
-                b[at + i] = bias[starts[part] + i]
-                for tap in range(width):
-                    w[tap, at + i] = weight[tap, starts[part] + i]
-        length = projected.shape[0]
-        z = h * head_dim
-        for t in range(n, length):
-            for i in range(head_dim):
-                out[t, z + i] = 0.0
-        # this head's x | B | C for every token side by side; both directions' convolutions; SiLU over them all
-        inputs = np.empty((n, size), dtype=np.float32)
-        for t in range(n):
-            row = projected[t]
-            for i in range(head_dim):
-                inputs[t, i] = row[inner + starts[0] + i]
-            for i in range(state):
-                inputs[t, head_dim + i] = row[inner + starts[1] + i]
-                inputs[t, head_dim + state + i] = row[inner + starts[2] + i]
-        conv = np.empty((2, n, size), dtype=np.float32)
-        for direction in range(2):
-            step = 1 if direction == 0 else -1
-            for t in range(n):
-                v = conv[direction, t]
-                for c in range(size):
-                    v[c] = b[c]
-                for tap in range(width):  # tap 0 is this token, tap i the i-th before it in the scan's direction
-                    u = t - step * tap
-                    if 0 <= u < n:
-                        source, taps = inputs[u], w[width - 1 - tap]
-                        for c in range(size):
-                            v[c] += taps[c] * source[c]
-        gate = np.empty((n, head_dim), dtype=np.float32)
-        for t in range(n):
-            for i in range(head_dim):
-                gate[t, i] = projected[t, z + i]
-        scratch = np.empty(2 * n * size, dtype=np.float32)
-        bits = np.empty(2 * n * size, dtype=np.int32)
-        _silu(conv.reshape(2 * n * size), scratch, bits)
-        _silu(gate.reshape(n * head_dim), scratch, bits)
-        s = np.empty((state, head_dim), dtype=np.float32)
-        y = np.empty((2, n, head_dim), dtype=np.float32)
-        partial = np.empty((4, head_dim), dtype=np.float32)
-        for direction in range(2):
-            s[:] = 0.0
-            for k in range(n):
-                t = k if direction == 0 else n - 1 - k
-                v, a, d = conv[direction, t], decay[t], dt[t]
-                partial[:] = 0.0
-                for j in range(state):
-                    bj, cj, q = v[head_dim + j] * d, v[head_dim + state + j], j % 4
-                    for i in range(head_dim):
-                        value = s[j, i] * a + v[i] * bj
-                        s[j, i] = value
-                        partial[q, i] += value * cj
-                for i in range(head_dim):
-                    y[direction, t, i] = (partial[0, i] + partial[1, i]) + (partial[2, i] + partial[3, i]) + skip * v[i]
-        _gated_norms(y, gate, norm_w, eps, out, z)
-
-    @numba.njit(parallel=True, cache=True)
-    def mix(projected, lengths, weight, bias, dt, decay, D, norm_w, eps, out):
-        """One (row, head) per job. (The loops live in ``head``: numba's parallel lowering ran them slower inline.)"""
-        for job in numba.prange(projected.shape[0] * heads):
+    @numba.njit(cache=True, parallel=True, error_model="numpy")
+    def mix(rows, lengths, weight, bias, dts, decays, D, norm_weight, eps, outs):
+        """One job per (row, head), in parallel: a job reads its row ``projected`` (l, z | x B C) and writes its
+        head's share of ``out`` (l, inner), both directions. C_t h_t is summed into four accumulators in turn (state
+        index mod 4), so that four chains of additions run at once rather than one. (The loops are inline: a
+        parallel function calling another compiled closure missed numba's cache in every new process.)"""
+        for job in numba.prange(rows.shape[0] * heads):
             r, h = job // heads, job % heads
-            head(projected[r], lengths[r], h, weight, bias, dt[r, :, h], decay[r, :, h], D[h],
-                 norm_w[h * head_dim:(h + 1) * head_dim], eps, out[r])
+            projected, n, out = rows[r], lengths[r], outs[r]
+            dt, decay, skip = dts[r, :, h], decays[r, :, h], D[h]
+            norm_w = norm_weight[h * head_dim:(h + 1) * head_dim]
+            starts = (h * head_dim, inner + h * state, inner + (heads + h) * state)  # in the x B C channels
+            w = np.empty((width, size), dtype=np.float32)  # this head's convolution, its x | B | C side by side
+            b = np.empty(size, dtype=np.float32)
+            for part in range(3):
+                count, at = (head_dim, 0) if part == 0 else (state, head_dim + (part - 1) * state)
+                for i in range(count):
+                    b[at + i] = bias[starts[part] + i]
+                    for tap in range(width):
+                        w[tap, at + i] = weight[tap, starts[part] + i]
+            length = projected.shape[0]
+            z = h * head_dim
+            for t in range(n, length):
+                for i in range(head_dim):
+                    out[t, z + i] = 0.0
+            # this head's x | B | C for every token side by side; both directions' convolutions; SiLU over them all
+            inputs = np.empty((n, size), dtype=np.float32)
+            for t in range(n):
+                row = projected[t]
+                for i in range(head_dim):
+                    inputs[t, i] = row[inner + starts[0] + i]
+                for i in range(state):
+                    inputs[t, head_dim + i] = row[inner + starts[1] + i]
+                    inputs[t, head_dim + state + i] = row[inner + starts[2] + i]
+            conv = np.empty((2, n, size), dtype=np.float32)
+            for direction in range(2):
+                step = 1 if direction == 0 else -1
+                for t in range(n):
+                    v = conv[direction, t]
+                    for c in range(size):
+                        v[c] = b[c]
+                    for tap in range(width):  # tap 0 is this token, tap i the i-th before it in the scan's direction
+                        u = t - step * tap
+                        if 0 <= u < n:
+                            source, taps = inputs[u], w[width - 1 - tap]
+                            for c in range(size):
+                                v[c] += taps[c] * source[c]
+            gate = np.empty((n, head_dim), dtype=np.float32)
+            for t in range(n):
+                for i in range(head_dim):
+                    gate[t, i] = projected[t, z + i]
+            scratch = np.empty(2 * n * size, dtype=np.float32)
+            bits = np.empty(2 * n * size, dtype=np.int32)
+            _silu(conv.reshape(2 * n * size), scratch, bits)
+            _silu(gate.reshape(n * head_dim), scratch, bits)
+            s = np.empty((state, head_dim), dtype=np.float32)
+            y = np.empty((2, n, head_dim), dtype=np.float32)
+            partial = np.empty((4, head_dim), dtype=np.float32)
+            for direction in range(2):
+                s[:] = 0.0
+                for k in range(n):
+                    t = k if direction == 0 else n - 1 - k
+                    v, a, d = conv[direction, t], decay[t], dt[t]
+                    partial[:] = 0.0
+                    for j in range(state):
+                        bj, cj, q = v[head_dim + j] * d, v[head_dim + state + j], j % 4
+                        for i in range(head_dim):
+                            value = s[j, i] * a + v[i] * bj
+                            s[j, i] = value
+                            partial[q, i] += value * cj
+                    for i in range(head_dim):
+                        y[direction, t, i] = ((partial[0, i] + partial[1, i]) + (partial[2, i] + partial[3, i])
+                                              + skip * v[i])
+            _gated_norms(y, gate, norm_w, eps, out, z)
 
     return mix
 
@@ -155,15 +155,14 @@ def bidirectional_mix(zxbc: torch.Tensor, dt: torch.Tensor, mask: torch.Tensor, 
     (b, l, heads * head_dim): both directions' gated, normed scan outputs summed (zero at pads), in fp32. Only the
     real tokens (``mask``) are read, so the projections need not be zero at pads. ``conv_weight``: (channels, width).
     """
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-
     def array(t):
         return t.detach().float().contiguous().numpy()
 
     b, length, _ = zxbc.shape
     dt = F.softplus(dt.detach().float() + dt_bias.float())
     out = torch.empty(b, length, heads * head_dim, dtype=torch.float32)
-    mix = _mixer(heads, head_dim, state, conv_weight.shape[1])
-    mix(array(zxbc), mask.sum(-1).to(torch.int64).numpy(), array(conv_weight.T), array(conv_bias), array(dt),
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    _mixer(heads, head_dim, state, conv_weight.shape[1])(
+        array(zxbc), mask.sum(-1).to(torch.int64).numpy(), array(conv_weight.T), array(conv_bias), array(dt),
         array(torch.exp(dt * A.float())), array(D), array(norm_weight), eps, out.numpy())
     return out
