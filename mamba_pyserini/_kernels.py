@@ -1,5 +1,5 @@
 """The only place that probes for mamba_ssm / causal_conv1d and decides the kernel path (fused kernels or the PyTorch
-twins in ``ops/``), CUDA graphs and inference precision."""
+twins in ``ops/``), the compiled BiMamba-2 mixer on CPUs, CUDA graphs and inference precision."""
 from __future__ import annotations
 
 import contextlib
