@@ -74,6 +74,17 @@ def max_rel_diff(scores, reference) -> float:
     return float((scores - reference).abs().max() / reference.abs().max())
 
 
+def dl19_pairs() -> list[tuple[str, str]]:
+    """(query, passage) texts of the bundled DL19 BM25 top-100, 4,300 pairs in run order (read without the JVM)."""
+    from ._paths import TOPICS_DIR
+    from .candidates import bundled_candidates
+    from .corpus import read_collection
+
+    queries = read_collection(TOPICS_DIR / "topics.dl19-passage.txt")  # id<TAB>text
+    run, texts = bundled_candidates("dl19-passage")
+    return [(queries[q], texts[h.docid]) for q, hits in run.items() for h in hits]
+
+
 def training_steps(n_steps: int, seed: int = 0) -> list[list[tuple[str, str]]]:
     """Each step: 8 real training queries x 8 bundled candidate passages, as (query, passage) pairs."""
     from .candidates import bundled_candidates
@@ -232,17 +243,12 @@ def run_bench(device: str, small: bool, steps: int, bucket_tokens: int, models: 
     from transformers import AutoTokenizer
 
     from ._kernels import _version, kernel_info, kernels_for
-    from ._paths import TOPICS_DIR
-    from .candidates import bundled_candidates
-    from .corpus import read_collection
 
     bench = Bench(device, steps, bucket_tokens, repeats)
     configs = model_configs(small)
     tokenizers = {k: AutoTokenizer.from_pretrained(FIXTURES / v) for k, v in TOKENIZERS.items()}
     steps_pairs = training_steps(steps + 2)
-    queries = read_collection(TOPICS_DIR / "topics.dl19-passage.txt")  # id<TAB>text, read without the JVM
-    run, texts = bundled_candidates("dl19-passage")
-    rerank_pairs = [(queries[q], texts[h.docid]) for q, hits in run.items() for h in hits]
+    rerank_pairs = dl19_pairs()
     if small:
         rerank_pairs = rerank_pairs[:64]
     name = torch.cuda.get_device_name(0) if bench.on_gpu else platform.processor() or platform.machine()

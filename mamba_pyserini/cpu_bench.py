@@ -13,9 +13,7 @@ The workload is a fixed sample of the bundled DL19 BM25 top-100 pairs, scored as
   speed counts) and ``SentenceTransformer.encode`` of the queries and passages."""
 from __future__ import annotations
 
-import contextlib
 import datetime
-import gzip
 import json
 import os
 import platform
@@ -23,6 +21,7 @@ import random
 import statistics
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import click
 
@@ -52,24 +51,10 @@ def cpu() -> dict:
 
 def sample_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
     """``n`` (query, passage) pairs drawn from the bundled DL19 BM25 top-100 (all 4,300 when ``n`` is larger)."""
-    from .candidates import CANDIDATES_DIR
+    from .bench import dl19_pairs
 
-    with gzip.open(CANDIDATES_DIR / "bm25.dl19-passage.json.gz", "rt", encoding="utf-8") as f:
-        pairs = [(entry["query"], hit["content"]) for entry in json.load(f) for hit in entry["hits"]]
+    pairs = dl19_pairs()
     return random.Random(seed).sample(pairs, min(n, len(pairs)))
-
-
-@contextlib.contextmanager
-def environment(**values):
-    """Environment variables set for the block (None: unset), then restored."""
-    saved = {k: os.environ.get(k) for k in values}
-    try:
-        for k, v in values.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-        yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
 
 def scorers(batch_size: int) -> dict[str, tuple[str, object]]:
@@ -77,6 +62,7 @@ def scorers(batch_size: int) -> dict[str, tuple[str, object]]:
     import numpy as np
     from sentence_transformers import CrossEncoder, SentenceTransformer
 
+    from ._kernels import CPU_MIXER_ENV
     from .modeling.auto import load_model
     from .modeling.backbone import resolve_checkpoint
     from .modeling.cross_encoder import MambaCrossEncoder
@@ -89,7 +75,7 @@ def scorers(batch_size: int) -> dict[str, tuple[str, object]]:
 
     def ours(model, compiled):
         def score(pairs):
-            with environment(MAMBA_PYSERINI_CPU_MIXER=None if compiled else "0"):
+            with patch.dict(os.environ, {CPU_MIXER_ENV: "1" if compiled else "0"}):
                 return model.predict(pairs, batch_size=batch_size, device="cpu")
         return score
 
@@ -125,7 +111,7 @@ def run_cpu_bench(n_pairs: int, repeats: int, batch_size: int) -> dict:
         for precision in precisions:
             bf16 = precision == "bf16"
             autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # for sentence-transformers
-            with environment(**{FP32_ENV: None if bf16 else "1"}), autocast, torch.inference_mode():
+            with patch.dict(os.environ, {FP32_ENV: "0" if bf16 else "1"}), autocast, torch.inference_mode():
                 score(pairs[:4 * batch_size])  # untimed: first calls, numba's cache, allocator
                 times = []
                 for _ in range(repeats):
