@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterable
 
 from ._io import atomic_write, first_seen, read_lines
+from .pyserini_compat import pyserini_module
 
 OUTPUT_FORMATS = ("trec", "msmarco")
 
@@ -122,15 +123,12 @@ def fuse(sparse: Run, dense: Run, method: str = "rrf", k: int = 1000, rrf_k: int
     if method not in FUSIONS:
         raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
     if method == "interpolation":
-        from ._java import boot_jvm
-
-        boot_jvm()
-        from pyserini.search.hybrid import HybridSearcher
+        HybridSearcher = pyserini_module("pyserini.search.hybrid").HybridSearcher
 
         return {qid: sort_hits(Hit(h.docid, float(h.score)) for h in HybridSearcher._hybrid_results(
             dense.get(qid, []), sparse.get(qid, []), alpha, k, normalization=True)) for qid in {**sparse, **dense}}
-    from pyserini.fusion import reciprocal_rank_fusion
-    from pyserini.trectools import TrecRun
+    reciprocal_rank_fusion = pyserini_module("pyserini.fusion").reciprocal_rank_fusion
+    TrecRun = pyserini_module("pyserini.trectools").TrecRun
 
     def trec_run(run: Run) -> TrecRun:
         return TrecRun.from_list([(qid, "Q0", h.docid, rank, h.score, "run")

@@ -7,8 +7,9 @@ import os
 from pathlib import Path
 
 from ._io import atomic_dir
-from ._java import autoclass, boot_jvm
+from ._java import autoclass
 from .corpus import collection_format, is_lucene_index, iter_collection
+from .pyserini_compat import prebuilt_lucene_searcher, pyserini_module
 from .runs import Hit, Run, sort_hits
 
 COLLECTION_CLASSES = {"jsonl": "JsonCollection", "tsv": "TsvCollection", "html": "HtmlCollection"}
@@ -17,23 +18,13 @@ COLLECTION_CLASSES = {"jsonl": "JsonCollection", "tsv": "TsvCollection", "html":
 @functools.cache
 def open_searcher(index: str):
     """A Pyserini ``LuceneSearcher`` over a local index directory or a Pyserini prebuilt index name."""
-    boot_jvm()
-    from pyserini.search.lucene import LuceneSearcher
-
     if os.path.isdir(index):
         if not is_lucene_index(index):
             raise ValueError(f"{index} is not a Lucene index directory (no segments_* file)")
-        return LuceneSearcher(index)
+        return pyserini_module("pyserini.search.lucene").LuceneSearcher(index)
     if os.path.exists(index):
         raise ValueError(f"{index} is a file, not a Lucene index directory")
-    from pyserini.prebuilt_index_info import TF_INDEX_INFO
-
-    if index not in TF_INDEX_INFO:
-        raise ValueError(f"unknown index {index!r}: neither a directory nor a Pyserini prebuilt index name")
-    try:
-        return LuceneSearcher.from_prebuilt_index(index, verbose=False)
-    except Exception as e:
-        raise ValueError(f"cannot download prebuilt index {index!r} (offline?): {str(e).splitlines()[0]}") from None
+    return prebuilt_lucene_searcher(index)
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ._io import first_seen, read_lines
 from ._paths import TOPICS_DIR
+from .pyserini_compat import pyserini_topics, read_topics
 
 ALIASES = {"dl19": "dl19-passage", "dl20": "dl20-passage"}
 
@@ -71,20 +72,15 @@ def read_topic_file(path: str | os.PathLike, reader: str | None = None) -> dict[
     if reader not in READERS:
         raise ValueError(f"unknown topic reader {reader!r}; choose one of {', '.join(READERS)}")
     check_topic_file(path, reader)
-    from ._java import autoclass
-
-    jreader = autoclass("io.anserini.search.topicreader.TopicReader")
     with _without_bom(path) as readable:
         try:
-            topics = jreader.getTopicsWithStringIdsFromFileWithTopicReaderClass(
-                f"io.anserini.search.topicreader.{reader}TopicReader", readable)
+            topics = read_topics(readable, reader)
         except Exception as e:  # jnius.JavaException
             raise ValueError(f"cannot read topic file {path} with Anserini's {reader} reader: "
                              f"{str(e).splitlines()[0]}") from None
-    if topics is None or topics.isEmpty():
+    if not topics:
         raise ValueError(f"no topics in {path} (read with Anserini's {reader} reader)")
-    entries = topics.entrySet().toArray()  # not get(qid): a qid does not always survive the trip through Python
-    queries = {str(entry.getKey()): entry.getValue().get("title") or "" for entry in entries}
+    queries = {qid: fields.get("title") or "" for qid, fields in topics.items()}
     return _checked(queries, path)
 
 
@@ -168,21 +164,10 @@ def load_topics(spec: str, reader: str | None = None, qrels: str | None = None) 
 
 
 def _pyserini_topics(name: str, qrels: str | None) -> Topics:
-    """Any other topic set Pyserini knows; Anserini downloads it, so this needs a network."""
-    from ._java import boot_jvm
-
-    boot_jvm()
-    from pyserini.search import _base
-
-    if name not in _base.topics_mapping:
+    """Any other topic set Pyserini knows; it downloads them, so this needs a network."""
+    found = pyserini_topics(name)
+    if found is None:
         raise ValueError(f"unknown topics {name!r}: not a file and not a topic name; bundled names: "
                          f"{', '.join(known_names())} (or any Pyserini topic key on a connected machine)")
-    try:
-        raw = _base.get_topics(name)
-        if qrels is None and name in _base.qrels_mapping:
-            qrels = _base.get_qrels_file(name)
-    except Exception as e:
-        raise ValueError(f"cannot fetch topics {name!r} through Pyserini (offline?): "
-                         f"{str(e).splitlines()[0]}") from None
-    queries = {str(qid): fields.get("title", "") for qid, fields in raw.items()}
-    return Topics(name, _checked(queries, name), qrels)
+    queries, known_qrels = found
+    return Topics(name, _checked(queries, name), qrels or known_qrels)

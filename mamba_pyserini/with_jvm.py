@@ -19,12 +19,13 @@ def main(argv: list[str] | None = None) -> None:
     if not target.startswith(("pyserini.", "io.anserini.")):
         print(__doc__.strip(), file=sys.stderr)
         sys.exit(0 if target in ("-h", "--help") else 2)
-    from ._java import autoclass, boot_jvm
+    from ._java import autoclass
+    from .pyserini_compat import pyserini_module
 
-    boot_jvm()
     if target.startswith("io.anserini."):
         autoclass(target).main(argv[1:])
         return
+    pyserini_module("pyserini")  # the JVM, and Pyserini importable offline
     sys.argv = list(argv)
     runpy.run_module(target, run_name="__main__", alter_sys=True)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parent.parent / "mamba_pyserini"
 LAYERS = [  # lowest first; a module belongs to the first layer naming it or a package above it
-    {"_io", "_java", "_paths", "_cli", "templates", "pooling", "ops"},
+    {"_io", "_java", "pyserini_compat", "_paths", "_cli", "templates", "pooling", "ops"},
     {"_kernels"},
     {"modeling"},
     {"runs", "topics", "corpus", "candidates", "evaluation", "sparse", "dense", "texts", "reranker", "training"},
