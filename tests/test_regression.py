@@ -46,6 +46,7 @@ def test_a_wrong_expectation_fails_with_a_nonzero_exit(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.host
 def test_every_offline_condition_is_ok(tmp_path):
     """``python -m mamba_pyserini.regression --all``: CACM (Anserini's regression), the bundled DL first stages,
     all-MiniLM-L6-v2 reranking and dense retrieval, Pyserini's own CLI run reranked in FirstP and MaxP modes."""

@@ -105,6 +105,7 @@ def test_rerank_refuses_a_missing_run_and_a_stride_longer_than_the_window(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.host
 def test_dataframe_pipeline_composes_stages(cacm_index, tiny_checkpoints, tiny_bi_encoder, tmp_path):
     from mamba_pyserini.pipeline import Bm25, Candidates, Dense, Fuse, Rerank, evaluate, to_run, topics_frame
     from mamba_pyserini.reranker import MambaReranker
