@@ -51,7 +51,8 @@ READERS_UNDER_TEST = {
     "groups-jsonl-gz": ("groups.jsonl.gz", read_groups),
     "groups-triples": ("triples.tsv", read_groups),
 }
-LANES = [pytest.param(200, True, id="quick"), pytest.param(3000, False, id="long", marks=[pytest.mark.slow, pytest.mark.host])]
+LANES = [pytest.param(200, True, id="quick"),
+         pytest.param(3000, False, id="long", marks=[pytest.mark.slow, pytest.mark.host])]
 
 
 @pytest.mark.parametrize("examples, derandomize", LANES)
