@@ -9,8 +9,11 @@ TARGET is a Pyserini module (``pyserini.…``, run as ``python -m`` would) or an
 whose ``main`` gets ARGS)."""
 from __future__ import annotations
 
+import re
 import runpy
 import sys
+
+JAVA_EXCEPTION = re.compile(r"[\w.$]+(Exception|Error)(:|$)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,7 +26,14 @@ def main(argv: list[str] | None = None) -> None:
     from .pyserini_compat import pyserini_module
 
     if target.startswith("io.anserini."):
-        autoclass(target).main(argv[1:])
+        tool = autoclass(target)  # starts the JVM before jnius is imported here
+        from jnius import JavaException
+
+        try:
+            tool.main(argv[1:])
+        except JavaException as e:  # one line: the exception and what caused it, not the Java stack
+            causes = [line for line in e.stacktrace if JAVA_EXCEPTION.match(line)]
+            sys.exit(f"Error: {target}: {' <- '.join(causes) or e.classname}")
         return
     pyserini_module("pyserini")  # the JVM, and Pyserini importable offline
     sys.argv = list(argv)
