@@ -52,7 +52,7 @@ def pyserini_module(name: str):
     on Pyserini 2.x, its catalogue of prebuilt indexes imported so that a missing network does not fail the import."""
     boot_jvm()
     if pyserini_major() >= 2 and "pyserini.prebuilt_index_info" not in sys.modules:
-        previous = urllib.request._opener  # noqa: SLF001  (restored after the import)
+        previous = urllib.request._opener  # restored after the import
         urllib.request.install_opener(urllib.request.build_opener(_OfflineCatalogue))
         try:
             importlib.import_module("pyserini.prebuilt_index_info")
@@ -89,18 +89,15 @@ def read_topics(path: str, reader: str) -> dict[str, dict[str, str]]:
     jreader = autoclass(f"io.anserini.search.topicreader.{reader}TopicReader")(paths.get(path))
     topics = jreader.read()
     # entrySet, not get(qid): an id does not always survive the trip through Python
-    return {str(entry.getKey()): {str(k): str(v) for k, v in _items(entry.getValue())}
+    return {str(entry.getKey()): {field.getKey(): field.getValue() for field in entry.getValue().entrySet().toArray()
+                                  if field.getValue() is not None}
             for entry in topics.entrySet().toArray()}
 
 
-def _items(jmap):
-    return ((entry.getKey(), entry.getValue()) for entry in jmap.entrySet().toArray())
-
-
-def pyserini_topics(name: str) -> tuple[dict[str, str], str | None] | None:
-    """A topic set Pyserini knows by name, downloaded (so online only): qid -> title and its qrels file (or None);
-    None when Pyserini does not know the name, or (2.x, which downloads its list of names too) cannot tell offline.
-    Raises ValueError when the download fails."""
+def pyserini_topics(name: str, with_qrels: bool = True) -> tuple[dict[str, str], str | None] | None:
+    """A topic set Pyserini knows by name, downloaded (so online only): qid -> title and, ``with_qrels``, its qrels
+    file (or None); None when Pyserini does not know the name, or (2.x, which downloads its list of names too) cannot
+    tell offline. Raises ValueError when the download fails."""
     _base = pyserini_module("pyserini.search._base")
     try:
         if pyserini_major() >= 2:
@@ -113,7 +110,7 @@ def pyserini_topics(name: str) -> tuple[dict[str, str], str | None] | None:
         return None
     try:
         raw = _base.get_topics(name)
-        qrels = _base.get_qrels_file(name) if name in qrels_known else None
+        qrels = _base.get_qrels_file(name) if with_qrels and name in qrels_known else None
     except Exception as e:
         raise ValueError(f"cannot fetch topics {name!r} through Pyserini (offline?): "
                          f"{str(e).splitlines()[0]}") from None

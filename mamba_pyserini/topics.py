@@ -165,7 +165,7 @@ def load_topics(spec: str, reader: str | None = None, qrels: str | None = None) 
 
 def _pyserini_topics(name: str, qrels: str | None) -> Topics:
     """Any other topic set Pyserini knows; it downloads them, so this needs a network."""
-    found = pyserini_topics(name)
+    found = pyserini_topics(name, with_qrels=qrels is None)
     if found is None:
         raise ValueError(f"unknown topics {name!r}: not a file and not a topic name; bundled names: "
                          f"{', '.join(known_names())} (or any Pyserini topic key on a connected machine)")
