@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_dir, atomic_write
-from .pyserini_compat import pyserini_module
 from .runs import Hit, Run, sort_hits
 
 INDEX_FILE, DOCID_FILE, META_FILE = "index", "docid", "encoder.json"
@@ -116,6 +115,8 @@ def merge_shards(output: str | os.PathLike, shard_num: int, hnsw_m: int | None =
 def query_encoder(model, batch_size: int = 64, device: str | None = None):
     """A ``pyserini.encode.QueryEncoder`` that encodes queries with ``model`` (a MambaBiEncoder), for Pyserini's
     ``FaissSearcher(index_dir, query_encoder(model))``."""
+    from .pyserini_compat import pyserini_module
+
     QueryEncoder = pyserini_module("pyserini.encode").QueryEncoder
 
     class MambaQueryEncoder(QueryEncoder):
@@ -138,6 +139,8 @@ class DenseSearcher:
     def __init__(self, model, index_dir: str | os.PathLike, device: str | None = None, batch_size: int = 64):
         read_faiss_index(index_dir)  # a one-line error here, not FaissSearcher's assertion
         encoder = query_encoder(model, batch_size, device)
+        from .pyserini_compat import pyserini_module
+
         FaissSearcher = pyserini_module("pyserini.search.faiss").FaissSearcher
         self.model, self.searcher = model, FaissSearcher(str(index_dir), encoder)
 

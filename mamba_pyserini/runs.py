@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterable
 
 from ._io import atomic_write, first_seen, read_lines
-from .pyserini_compat import pyserini_module
 
 OUTPUT_FORMATS = ("trec", "msmarco")
 
@@ -122,6 +121,8 @@ def fuse(sparse: Run, dense: Run, method: str = "rrf", k: int = 1000, rrf_k: int
     ``HybridSearcher``'s interpolation ``alpha * sparse + dense`` over min-max-centred scores."""
     if method not in FUSIONS:
         raise ValueError(f"unknown fusion {method!r}; choose one of {', '.join(FUSIONS)}")
+    from .pyserini_compat import pyserini_module
+
     if method == "interpolation":
         HybridSearcher = pyserini_module("pyserini.search.hybrid").HybridSearcher
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from ._io import atomic_dir
 from ._java import autoclass
 from .corpus import collection_format, is_lucene_index, iter_collection
-from .pyserini_compat import prebuilt_lucene_searcher, pyserini_module
 from .runs import Hit, Run, sort_hits
 
 COLLECTION_CLASSES = {"jsonl": "JsonCollection", "tsv": "TsvCollection", "html": "HtmlCollection"}
@@ -18,6 +17,8 @@ COLLECTION_CLASSES = {"jsonl": "JsonCollection", "tsv": "TsvCollection", "html":
 @functools.cache
 def open_searcher(index: str):
     """A Pyserini ``LuceneSearcher`` over a local index directory or a Pyserini prebuilt index name."""
+    from .pyserini_compat import prebuilt_lucene_searcher, pyserini_module
+
     if os.path.isdir(index):
         if not is_lucene_index(index):
             raise ValueError(f"{index} is not a Lucene index directory (no segments_* file)")

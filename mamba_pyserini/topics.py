@@ -13,7 +13,6 @@ from pathlib import Path
 
 from ._io import first_seen, read_lines
 from ._paths import TOPICS_DIR
-from .pyserini_compat import pyserini_topics, read_topics
 
 ALIASES = {"dl19": "dl19-passage", "dl20": "dl20-passage"}
 
@@ -72,6 +71,8 @@ def read_topic_file(path: str | os.PathLike, reader: str | None = None) -> dict[
     if reader not in READERS:
         raise ValueError(f"unknown topic reader {reader!r}; choose one of {', '.join(READERS)}")
     check_topic_file(path, reader)
+    from .pyserini_compat import read_topics
+
     with _without_bom(path) as readable:
         try:
             topics = read_topics(readable, reader)
@@ -165,6 +166,8 @@ def load_topics(spec: str, reader: str | None = None, qrels: str | None = None) 
 
 def _pyserini_topics(name: str, qrels: str | None) -> Topics:
     """Any other topic set Pyserini knows; it downloads them, so this needs a network."""
+    from .pyserini_compat import pyserini_topics
+
     found = pyserini_topics(name, with_qrels=qrels is None)
     if found is None:
         raise ValueError(f"unknown topics {name!r}: not a file and not a topic name; bundled names: "
