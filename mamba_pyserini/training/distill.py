@@ -98,39 +98,6 @@ def init_student(teacher: str, architecture: str, layers: int, seed: int = 42):
     return backbone, tokenizer
 
 
-def teacher_groups(teacher, queries: list[str], passages: list[str], depth: int = 20, n_random: int = 10,
-                   seed: int = 42, batch_size: int = 256, device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """For every query, the teacher's top ``depth`` passages of the pool (its best first) and ``n_random`` random
-    others: (Q, depth + n_random) passage indices and the teacher's scores of them."""
-    from ..modeling.base import resolve_device
-
-    if depth < 2 or len(passages) < depth + n_random:
-        raise ValueError(f"need depth >= 2 and a pool of at least depth + random = {depth + n_random} passages")
-    kwargs = {"batch_size": batch_size, "device": device, "show_progress_bar": True}
-    q = torch.from_numpy(teacher.encode_queries(queries, **kwargs))
-    p = torch.from_numpy(teacher.encode_documents(passages, **kwargs))
-    dev = resolve_device(device)
-    p = p.to(dev)
-    rng = np.random.default_rng(seed)
-    indices = np.empty((len(queries), depth + n_random), dtype=np.int64)
-    for start in range(0, len(queries), 4096):
-        scores = q[start:start + 4096].to(dev) @ p.T
-        indices[start:start + len(scores), :depth] = scores.topk(depth, dim=1).indices.cpu().numpy()
-    for row in indices:  # random passages outside the row's top ``depth``
-        taken = set(row[:depth].tolist())
-        picks = [i for i in rng.choice(len(passages), n_random + depth, replace=False).tolist() if i not in taken]
-        row[depth:] = picks[:n_random]
-    scores = np.einsum("qd,qkd->qk", q.numpy(), p.cpu().numpy()[indices])
-    return indices, scores.astype(np.float32)
-
-
-def to_groups(queries: list[str], passages: list[str], indices: np.ndarray, scores: np.ndarray) -> list[Group]:
-    """Groups whose 'positive' is the teacher's best passage and whose negatives are the rest, with its scores (the
-    distillation losses only use the scores; MarginMSE takes margins from the best one)."""
-    return [Group(query, [passages[row[0]]], [passages[i] for i in row[1:]], [float(s[0])], s[1:].tolist())
-            for query, row, s in zip(queries, indices, scores)]
-
-
 def align_mixers(backbone, teacher, texts: list[str], steps: int, batch_size: int, learning_rate: float,
                  seed: int = 42, device: str | None = None) -> list[dict]:
     """MOHAWK's hidden-state alignment for a BiMamba-2 student converted from ``teacher`` (a bi-encoder over the same
@@ -220,29 +187,34 @@ class Recipe:
                              f"{self.architecture} student needs --cross-pooling last or mean")
 
 
-def build_groups(output: Path, teacher: str, queries: list[str], passages: list[str], recipe: Recipe,
-                 device: str | None) -> list[Group]:
-    """The teacher's groups, computed once and kept in ``output/groups.npz``."""
+def build_groups(output: Path, teachers: list[str], weights: list[float] | None, queries: list[str],
+                 passages: list[str], recipe: Recipe, device: str | None) -> list[Group]:
+    """The groups of the teacher (or the weighted ensemble of teachers: ``teachers.combine``), computed once and kept
+    in ``output/groups.npz`` with the teachers and weights that made them."""
     from ..modeling.auto import load_model
+    from .teachers import ensemble_groups, to_groups
 
     path = output / GROUPS_FILE
+    made_by = json.dumps({"teachers": teachers, "weights": weights or [1.0] * len(teachers)})
     if path.is_file():
         data = np.load(path)
-        if data["indices"].shape != (len(queries), recipe.depth + recipe.n_random):
-            raise ValueError(f"{path} was built for other data or settings: remove it to rebuild")
+        if data["indices"].shape != (len(queries), recipe.depth + recipe.n_random) or (
+                "teachers" in data and str(data["teachers"]) != made_by):
+            raise ValueError(f"{path} was built for other data, teachers or settings: remove it to rebuild")
         return to_groups(queries, passages, data["indices"], data["scores"])
-    model = load_model(teacher, kind="bi-encoder")
-    indices, scores = teacher_groups(model, queries, passages, recipe.depth, recipe.n_random, recipe.seed,
-                                     device=device)
+    models = [load_model(t) for t in teachers]
+    indices, scores = ensemble_groups(models, weights, queries, passages, recipe.depth, recipe.n_random, recipe.seed,
+                                      device=device)
     output.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as f:
-        np.savez(f, indices=indices, scores=scores)
+        np.savez(f, indices=indices, scores=scores, teachers=np.array(made_by))
     return to_groups(queries, passages, indices, scores)
 
 
-def distill(teacher: str, queries: list[str], passages: list[str], output: str | Path, recipe: Recipe,
-            device: str | None = None, resume: bool = False) -> dict[str, Path]:
-    """Run the recipe into ``output``:
+def distill(teachers: str | list[str], queries: list[str], passages: list[str], output: str | Path, recipe: Recipe,
+            device: str | None = None, resume: bool = False, weights: list[float] | None = None) -> dict[str, Path]:
+    """Run the recipe into ``output``, with the groups and scores of ``teachers`` (one, or a weighted ensemble whose
+    first member is the teacher the student starts from and matches):
 
     1. ``student/``: the student at its start (:func:`init_student`); a ``bimamba2`` one is then aligned layer by
        layer with the teacher over the queries and passages (:func:`align_mixers`, log in ``align_log.jsonl``);
@@ -250,27 +222,30 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
        (students of its shape) the squared distance to its hidden states; mean pooling, cosine;
     3. ``cross-encoder/``: the bi-encoder's backbone with ``pair`` pooling (the cosine of the mean states of the query
        and passage segments of the one sequence), the same KL.
-    A stage whose model is already there is skipped; ``resume`` continues stage 2 or 3 from its latest checkpoint
-    (the short stage 1 starts again)."""
+    A stage whose model is already there is skipped (and stage 1 with stage 2); ``resume`` continues stage 2 or 3
+    from its latest checkpoint (the short stage 1 starts again)."""
     from ..modeling.auto import load_model
     from ..modeling.backbone import SAFETENSORS
     from ..modeling.bi_encoder import MambaBiEncoder
     from ..modeling.cross_encoder import MambaCrossEncoder
     from .trainer import Trainer, TrainingArguments
 
+    teachers = [teachers] if isinstance(teachers, (str, Path)) else [str(t) for t in teachers]
+    teacher = teachers[0]
     check_recipe(teacher, recipe)
     output = Path(output)
-    groups = build_groups(output, teacher, queries, passages, recipe, device)
+    groups = build_groups(output, teachers, weights, queries, passages, recipe, device)
     random.Random(recipe.seed).shuffle(groups)
     with atomic_write(output / "recipe.json") as f:
-        json.dump({"teacher": teacher, **dataclasses.asdict(recipe)}, f, indent=2)
+        json.dump({"teacher": teacher, "teachers": teachers, "teacher_weights": weights or [1.0] * len(teachers),
+                   **dataclasses.asdict(recipe)}, f, indent=2)
     stages = {name: output / name for name in ("student", "bi-encoder", "cross-encoder")}
     same_shape = recipe.architecture in TEACHER_SHAPED
     teacher_model = None
-    pending = [name for name in ("student", "bi-encoder") if not (stages[name] / SAFETENSORS).is_file()]
-    if pending and (recipe.embedding_weight or same_shape):
+    need_bi = not (stages["bi-encoder"] / SAFETENSORS).is_file()
+    if need_bi and (recipe.embedding_weight or same_shape):
         teacher_model = load_model(teacher, kind="bi-encoder", max_length=recipe.max_length)  # truncates as the student
-    if not (stages["student"] / SAFETENSORS).is_file():
+    if need_bi and not (stages["student"] / SAFETENSORS).is_file():
         backbone, tokenizer = init_student(teacher, recipe.architecture, recipe.layers, recipe.seed)
         model = MambaBiEncoder.from_backbone(backbone, tokenizer, pooling="mean", normalize=True,
                                              max_length=recipe.max_length)
@@ -283,7 +258,7 @@ def distill(teacher: str, queries: list[str], passages: list[str], output: str |
         model.save_pretrained(stages["student"])
     common = {"group_size": recipe.group_size, "warmup_steps": recipe.warmup_steps, "temperature": recipe.temperature,
               "loss": "kl", "seed": recipe.seed, "device": device, "save_steps": 500, "log_steps": 50}
-    if not (stages["bi-encoder"] / SAFETENSORS).is_file():
+    if need_bi:
         model = MambaBiEncoder.from_pretrained(stages["student"])
         args = TrainingArguments(str(stages["bi-encoder"]), queries_per_step=recipe.bi_queries_per_step,
                                  learning_rate=recipe.bi_learning_rate, max_steps=recipe.bi_steps,
