@@ -17,7 +17,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from mamba_pyserini.candidates import bundled_candidates
@@ -31,34 +30,6 @@ POOLS = {"bm25": "bm25_dl21.json.gz", "bm25-rm3": "bm25_rm3_dl21.json.gz",
          "splade-pp": "splade_p_p_ensemble_distil_dl21.json.gz"}
 TEACHERS = ("minilm", "e5-small", "splade-tiny")
 WEIGHTS = [round(0.1 * i, 1) for i in range(1, 10)]  # the reranker's share in the interpolation (0 and 1: the runs)
-
-
-class SpladeScorer:
-    """SPLADE-tiny as its README scores it: max over tokens of log(1 + relu(MLM logits)), dot product."""
-
-    def __init__(self, path: str):
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-        self.tokenizer, self.model = AutoTokenizer.from_pretrained(path), AutoModelForMaskedLM.from_pretrained(path)
-        self.model.eval()
-
-    @torch.no_grad()
-    def _vectors(self, texts: list[str], batch_size: int) -> torch.Tensor:
-        out = []
-        for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(texts[start:start + batch_size], padding=True, truncation=True, max_length=512,
-                                   return_tensors="pt")
-            logits = self.model(**batch).logits
-            weights = torch.log1p(torch.relu(logits)) * batch["attention_mask"].unsqueeze(-1)
-            out.append(weights.max(dim=1).values)
-        return torch.cat(out)
-
-    def predict(self, pairs, batch_size: int = 32, device=None, show_progress_bar: bool = False):
-        queries = sorted({q for q, _ in pairs})
-        docs = sorted({d for _, d in pairs})
-        qv = dict(zip(queries, self._vectors(queries, batch_size)))
-        dv = dict(zip(docs, self._vectors(docs, batch_size)))
-        return np.array([float(qv[q] @ dv[d]) for q, d in pairs])
 
 
 def read_pool(path: Path) -> tuple[dict[str, str], Run, dict[str, str]]:
@@ -120,9 +91,9 @@ def main() -> None:
     scorers = {
         "bimamba2-cross": lambda: load_model("collections/models/bimamba2-l6-cross-encoder"),
         "bimamba2-bi": lambda: load_model("collections/models/bimamba2-l6-bi-encoder"),
-        "splade-tiny": lambda: SpladeScorer(args.splade),
+        "splade-tiny": lambda: load_model(args.splade),
         "minilm": lambda: load_model(args.minilm),
-        "e5-small": lambda: load_model(args.e5, query_prefix="query: ", document_prefix="passage: "),
+        "e5-small": lambda: load_model(args.e5),  # its prompts, query: and passage:, from its directory
     }
     scored: dict[str, dict[str, Run]] = {name: {"first-stage": run} for name, (_, run, _, _) in sets.items()}
     seconds = {}

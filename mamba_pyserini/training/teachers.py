@@ -71,7 +71,8 @@ def ensemble_groups(teachers: list, weights: list[float] | None, queries: list[s
     for start in range(0, len(queries), BLOCK):
         block = combine([similarities(rows(q, start, start + BLOCK) if q.layout == torch.sparse_csr else
                                       q[start:start + BLOCK], p) for q, p in vectors], weights)
-        top = np.argsort(-block, axis=1, kind="stable")[:, :depth]
+        top = np.argpartition(-block, depth - 1, axis=1)[:, :depth]  # the top ``depth``, then in order
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(block, top, 1), axis=1, kind="stable"), 1)
         for row, (best, values) in enumerate(zip(top, block)):  # random passages outside the row's top ``depth``
             taken = set(best.tolist())
             picks = [i for i in rng.choice(len(passages), n_random + depth, replace=False).tolist() if i not in taken]
