@@ -49,6 +49,11 @@ rerank_options = option_group(
                                     "bundled model) or 'none' [default over the bundled candidates, else none]."),
     click.option("--rerank-depth", default=100, show_default=True, type=click.IntRange(1),
                  help="Rerank the top K; the rest keeps its first-stage order below them."),
+    click.option("--rerank-weight", type=click.FloatRange(0, 1),
+                 help="The reranker's share against the first stage: each reranked hit scores W * z(reranker) + "
+                      "(1 - W) * z(first stage), per-query z-scores; 1 reranks alone [the model's recommended weight "
+                      "for this kind of first stage (bm25, bm25-rm3, or other: any run not named as our BM25), chosen "
+                      "on DL21; 1 for models that recommend none]."),
     click.option("--doc-mode", default="firstp", show_default=True, type=click.Choice(["firstp", "maxp"]),
                  help="firstp: the text as max length truncates it; maxp: best of overlapping word windows."),
     click.option("--segment-length", default=150, show_default=True, type=click.IntRange(1),
@@ -72,10 +77,11 @@ def command_line(cli: str) -> str:
     return shlex.join(["python", "-m", f"mamba_pyserini.{cli}", *sys.argv[1:]])
 
 
-def rerank_stage(run, topic_set, texts, text_source, condition: str, meta: dict, reranker, rerank_depth, doc_mode,
-                 segment_length, segment_stride, batch_size, max_length, device):
-    """Rerank ``run`` when a reranker is named (texts from ``texts`` or else ``text_source``); returns the run and
-    its condition name, and records the settings in ``meta``."""
+def rerank_stage(run, topic_set, texts, text_source, condition: str, meta: dict, reranker, rerank_depth,
+                 rerank_weight, doc_mode, segment_length, segment_stride, batch_size, max_length, device):
+    """Rerank ``run`` when a reranker is named (texts from ``texts`` or else ``text_source``), interpolated with the
+    first stage at ``rerank_weight`` (None: the model's recommendation for the first stage that ``condition`` names);
+    returns the run and its condition name, and records the settings in ``meta``."""
     from .runs import check_queries
     from .texts import read_texts
 
@@ -84,7 +90,7 @@ def rerank_stage(run, topic_set, texts, text_source, condition: str, meta: dict,
         return run, condition
     from ._kernels import provenance
     from .modeling.base import resolve_device
-    from .reranker import MambaReranker
+    from .reranker import MambaReranker, first_stage_kind
 
     if texts is None:  # read before the model loads, so that a bad text source fails at once
         if not text_source:
@@ -94,13 +100,17 @@ def rerank_stage(run, topic_set, texts, text_source, condition: str, meta: dict,
     model = MambaReranker.from_pretrained(reranker, max_length=max_length, depth=rerank_depth, batch_size=batch_size,
                                           device=device, show_progress_bar=True, doc_mode=doc_mode,
                                           segment_length=segment_length, segment_stride=segment_stride)
+    model.weight = model.recommended_weight(condition) if rerank_weight is None else rerank_weight
     run = model.rerank_run(topic_set.queries, run, texts)
     mode = f".{doc_mode}" if doc_mode != "firstp" else ""
+    settings = getattr(model.model, "config", None)
     meta["reranker"] = {"model": reranker, "depth": rerank_depth, "doc_mode": doc_mode,
                         **({"segment_length": segment_length, "segment_stride": segment_stride} if mode else {}),
-                        **model.model.config.to_dict()}
+                        "weight": model.weight, "first_stage_kind": first_stage_kind(condition),
+                        **(settings.to_dict() if settings is not None else {"kind": model.model.KIND})}
     meta["provenance"] = provenance(resolve_device(device))
-    return run, f"{condition}.{model_name(reranker)}{mode}"
+    fused = f".w{model.weight:g}" if model.weight < 1 else ""
+    return run, f"{condition}.{model_name(reranker)}{mode}{fused}"
 
 
 def write_and_evaluate(run, output: Path, tag: str, output_format: str, topic_set, meta: dict,

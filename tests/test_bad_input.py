@@ -166,6 +166,8 @@ NUMBERS = [
     ("search", SEARCH, "--k1", "-1"), ("search", SEARCH, "--b", "1.5"), ("search", SEARCH, "--fb-terms", "0"),
     ("search", SEARCH, "--fb-docs", "0"), ("search", SEARCH, "--original-query-weight", "2"),
     ("search", SEARCH, "--alpha", "-0.5"), ("search", SEARCH, "--hits", "0"), ("search", SEARCH, "--rerank-depth", "0"),
+    ("search", SEARCH, "--rerank-weight", "1.5"), ("rerank", ["--run", "r", "--index", "x", "--topics", "dl19"],
+                                                    "--rerank-weight", "-0.1"),
     ("search", SEARCH, "--batch-size", "0"), ("search", SEARCH, "--max-length", "4"),
     ("search", SEARCH, "--threads", "0"), ("search", SEARCH, "--relevance-level", "0"),
     ("rerank", ["--run", "r", "--index", "x", "--topics", "dl19"], "--segment-length", "0"),
@@ -225,7 +227,8 @@ def test_the_sidecar_names_the_command_to_rerun_and_what_the_numbers_depend_on(t
     assert sidecar["provenance"]["versions"]["torch"]
     assert "(relevance >= 1 for MAP, R@100)" in result.stdout
     tags = {line.split()[5] for line in out.read_text().splitlines()}
-    assert tags == {"my-first-stage.bimamba2-l6-cross-encoder"}  # named after what made it, not the file
+    # named after what made it, not the file; an unknown first stage gets the default's weight for strong ones
+    assert tags == {"my-first-stage.bimamba2-l6-cross-encoder.w0.4"} and sidecar["reranker"]["weight"] == 0.4
 
 
 def test_a_graded_passage_qrels_file_counts_grade_2_as_pyserini_does(tmp_path):

@@ -144,3 +144,18 @@ def test_score_teacher_scores_groups_with_an_ensemble(tmp_path, minilm, splade):
     result = CliRunner().invoke(main, args[:7] + ["--data", str(data), "--output", str(tmp_path / "x.jsonl")])
     assert result.exit_code == 2 and result.output == "Error: 1 --teacher-weight for 2 --teacher\n"
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_groups_on_disk_made_by_other_teachers_or_settings_are_refused(tmp_path):
+    from mamba_pyserini.training.distill import GROUPS_FILE, Recipe, build_groups
+
+    recipe = Recipe(depth=2, n_random=1)
+    made_by = {"teachers": ["a", "b"], "weights": [1.0, 1.0], "depth": 2, "n_random": 1, "seed": 42}
+    np.savez(tmp_path / GROUPS_FILE, indices=np.array([[0, 1, 2], [2, 1, 0]], dtype=np.int32),
+             scores=np.ones((2, 3), dtype=np.float32), teachers=np.array(json.dumps(made_by)))
+    groups = build_groups(tmp_path, ["a", "b"], None, QUERIES[:2], PASSAGES[:3], recipe, "cpu")
+    assert [g.positives for g in groups] == [[PASSAGES[0]], [PASSAGES[2]]]
+    for teachers, weights, other in ((["a"], None, recipe), (["a", "b"], [1.0, 2.0], recipe),
+                                     (["a", "b"], None, Recipe(depth=2, n_random=1, seed=7))):
+        with pytest.raises(ValueError, match="built for other data, teachers or settings"):
+            build_groups(tmp_path, teachers, weights, QUERIES[:2], PASSAGES[:3], other, "cpu")

@@ -9,11 +9,14 @@ from ..templates import DOCUMENT_QUERY, QUERY_DOCUMENT, TEMPLATES
 
 CONFIG_KEY = "mamba_pyserini"
 KINDS = ("cross-encoder", "bi-encoder")
+FIRST_STAGES = ("bm25", "bm25-rm3", "other")  # the kinds of first stage a model recommends a rerank weight for
 
 
 @dataclasses.dataclass
 class MambaRankerConfig:
-    """``template`` is the cross-encoder's pair layout; ``normalize`` and the prefixes belong to bi-encoders."""
+    """``template`` is the cross-encoder's pair layout; ``normalize`` and the prefixes belong to bi-encoders.
+    ``rerank_weights`` are the model's recommended share against each kind of first stage (:data:`FIRST_STAGES`) when
+    reranking interpolates the two (``reranker.MambaReranker``); a kind it does not name reranks alone (1)."""
 
     kind: str = "cross-encoder"
     template: str = DOCUMENT_QUERY
@@ -22,6 +25,7 @@ class MambaRankerConfig:
     normalize: bool = False
     query_prefix: str = ""
     document_prefix: str = ""
+    rerank_weights: dict = dataclasses.field(default_factory=dict)
     format_version: int = 1
 
     def __post_init__(self):
@@ -32,6 +36,10 @@ class MambaRankerConfig:
             raise ValueError(f"'pair' pooling is for cross-encoders with the {QUERY_DOCUMENT} template")
         if not isinstance(self.max_length, int) or self.max_length < 8:
             raise ValueError(f"max length must be an integer of at least 8, not {self.max_length!r}")
+        for stage, weight in self.rerank_weights.items():
+            if stage not in FIRST_STAGES or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+                raise ValueError(f"rerank weight {stage}: {weight!r}: the first stage must be one of "
+                                 f"{', '.join(FIRST_STAGES)} and the weight between 0 and 1")
 
     @classmethod
     def for_backbone(cls, backbone_config, **overrides) -> "MambaRankerConfig":

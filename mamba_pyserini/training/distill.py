@@ -190,12 +190,13 @@ class Recipe:
 def build_groups(output: Path, teachers: list[str], weights: list[float] | None, queries: list[str],
                  passages: list[str], recipe: Recipe, device: str | None) -> list[Group]:
     """The groups of the teacher (or the weighted ensemble of teachers: ``teachers.combine``), computed once and kept
-    in ``output/groups.npz`` with the teachers and weights that made them."""
+    in ``output/groups.npz`` with the teachers, weights and settings that made them."""
     from ..modeling.auto import load_model
     from .teachers import ensemble_groups, to_groups
 
     path = output / GROUPS_FILE
-    made_by = json.dumps({"teachers": teachers, "weights": weights or [1.0] * len(teachers)})
+    made_by = json.dumps({"teachers": teachers, "weights": weights or [1.0] * len(teachers), "depth": recipe.depth,
+                          "n_random": recipe.n_random, "seed": recipe.seed})
     if path.is_file():
         data = np.load(path)
         if data["indices"].shape != (len(queries), recipe.depth + recipe.n_random) or (
@@ -207,7 +208,7 @@ def build_groups(output: Path, teachers: list[str], weights: list[float] | None,
                                       device=device)
     output.mkdir(parents=True, exist_ok=True)
     with atomic_write(path, "wb") as f:
-        np.savez(f, indices=indices, scores=scores, teachers=np.array(made_by))
+        np.savez(f, indices=indices.astype(np.int32), scores=scores, teachers=np.array(made_by))
     return to_groups(queries, passages, indices, scores)
 
 
