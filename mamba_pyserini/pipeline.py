@@ -137,7 +137,8 @@ class Fuse(Stage):
 class Rerank(Stage):
     """Rerank each query's top ``depth`` rows with a cross-encoder or bi-encoder (a model or checkpoint name); texts
     from the rows' ``text`` column, else ``texts`` (a mapping, or a source as ``rerank --index`` takes). A progress bar
-    shows on stderr unless ``show_progress_bar=False``."""
+    shows on stderr unless ``show_progress_bar=False``. Other settings go to :class:`MambaReranker`: ``weight`` below 1
+    interpolates with the rows' scores (it reranks alone by default, since a stage does not know its first stage)."""
 
     def __init__(self, model, texts=None, depth: int = 100, show_progress_bar: bool = True, **kwargs):
         from .modeling.auto import load_model
