@@ -24,35 +24,39 @@ def combine(scores: list[np.ndarray], weights: list[float] | None = None) -> np.
         raise ValueError("an ensemble needs at least one teacher")
     if min(weights) < 0 or not sum(weights):
         raise ValueError(f"teacher weights must be non-negative and not all zero, not {weights}")
-    rows = [np.asarray(s, dtype=np.float64) for s in scores]
-    if len(rows) == 1:
-        return rows[0].astype(np.float32)
+    arrays = [np.asarray(s, dtype=np.float64) for s in scores]
+    if len(arrays) == 1:
+        return arrays[0].astype(np.float32)
 
     def z(x):
-        return (x - x.mean(axis=-1, keepdims=True)) / np.where(x.std(axis=-1, keepdims=True) > 0,
-                                                                x.std(axis=-1, keepdims=True), 1.0)
+        spread = x.std(axis=-1, keepdims=True)
+        return (x - x.mean(axis=-1, keepdims=True)) / np.where(spread > 0, spread, 1.0)
 
-    total = z(sum(w * z(s) for w, s in zip(weights, rows)))
-    first = rows[0]
+    total = z(sum(w * z(s) for w, s in zip(weights, arrays)))
+    first = arrays[0]
     return (total * first.std(axis=-1, keepdims=True) + first.mean(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def encode(teacher, texts: list[str], is_query: bool, batch_size: int, device: str | None):
-    """A teacher's vectors of texts: dense (N, D) float32 for a bi-encoder, sparse CSR for SPLADE."""
+def check_pool_teacher(teacher) -> None:
+    """Only teachers that encode texts on their own (bi-encoders, SPLADE) can rank a whole pool."""
     kind = getattr(teacher, "KIND", "")
     if kind not in ("bi-encoder", "splade"):
         raise ValueError(f"a {kind or type(teacher).__name__} teacher cannot rank a whole pool (it scores pairs): "
                          "score given groups with `train score-teacher` instead")
+
+
+def encode(teacher, texts: list[str], is_query: bool, batch_size: int, device: str | None):
+    """A teacher's vectors of texts: dense (N, D) float32 for a bi-encoder, sparse CSR for SPLADE."""
     kwargs = {"batch_size": batch_size, "device": device, "show_progress_bar": True}
     vectors = teacher.encode_queries(texts, **kwargs) if is_query else teacher.encode_documents(texts, **kwargs)
     return vectors if isinstance(vectors, torch.Tensor) else torch.from_numpy(vectors)
 
 
-def similarities(queries: torch.Tensor, passages: torch.Tensor) -> np.ndarray:
-    """(Q, P) float32 dot products of dense or sparse CSR vectors."""
+def similarities(queries: torch.Tensor, passages: torch.Tensor, start: int, end: int) -> np.ndarray:
+    """(end - start, P) float32 dot products of queries ``start:end`` with every passage, dense or sparse CSR."""
     if passages.layout == torch.sparse_csr:
-        return dot_products(queries, passages)
-    return (queries @ passages.T).numpy()
+        return dot_products(rows(queries, start, end), passages)
+    return (queries[start:end] @ passages.T).numpy()
 
 
 def ensemble_groups(teachers: list, weights: list[float] | None, queries: list[str], passages: list[str],
@@ -63,14 +67,15 @@ def ensemble_groups(teachers: list, weights: list[float] | None, queries: list[s
     pool, so on the first teacher's scale)."""
     if depth < 2 or len(passages) < depth + n_random:
         raise ValueError(f"need depth >= 2 and a pool of at least depth + random = {depth + n_random} passages")
+    for teacher in teachers:  # before any of them encodes the pool
+        check_pool_teacher(teacher)
     vectors = [(encode(t, queries, True, batch_size, device), encode(t, passages, False, batch_size, device))
                for t in teachers]
     rng = np.random.default_rng(seed)
     indices = np.empty((len(queries), depth + n_random), dtype=np.int64)
     scores = np.empty(indices.shape, dtype=np.float32)
     for start in range(0, len(queries), BLOCK):
-        block = combine([similarities(rows(q, start, start + BLOCK) if q.layout == torch.sparse_csr else
-                                      q[start:start + BLOCK], p) for q, p in vectors], weights)
+        block = combine([similarities(q, p, start, start + BLOCK) for q, p in vectors], weights)
         top = np.argpartition(-block, depth - 1, axis=1)[:, :depth]  # the top ``depth``, then in order
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(block, top, 1), axis=1, kind="stable"), 1)
         for row, (best, values) in enumerate(zip(top, block)):  # random passages outside the row's top ``depth``
