@@ -10,7 +10,13 @@
 # it found, and which of the package's dependencies the machine lacks.
 set -euo pipefail
 VENV=${VENV:-.gpu/venv}
-[ -x "$VENV/bin/python" ] || python3 -m venv --system-site-packages "$VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv --system-site-packages "$VENV"
+  # where python3 is itself a venv (the GPU image's /opt/torch/.venv), --system-site-packages reaches only the base
+  # interpreter's packages: a .pth file adds the site-packages of the python3 that made this venv
+  python3 -c 'import site; print("\n".join(site.getsitepackages()))' \
+    > "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_parent_site.pth"
+fi
 "$VENV/bin/python" -m pip install -q --no-index --no-deps --no-build-isolation -e .
 for wheel in "$@"; do
   "$VENV/bin/python" -m pip install -q --no-index --no-deps "$wheel"
