@@ -15,7 +15,7 @@ from ._cli import info, option_group
 from .topics import READERS
 
 RUNS_DIR = Path("runs")
-DEFAULT_MODEL = "default"  # the bundled cross-encoder (modeling/backbone.py: DEFAULT_MODELS)
+DEFAULT_MODEL = "default"  # the best bundled reranker (modeling/backbone.py: DEFAULT_KIND)
 GENERIC_DIRS = ("model", "models", "checkpoint", "checkpoints", "final", "output", "best", "student")
 
 

@@ -67,7 +67,7 @@ def scorers(batch_size: int) -> dict[str, tuple[str, object]]:
     from .modeling.backbone import resolve_checkpoint
     from .modeling.cross_encoder import MambaCrossEncoder
 
-    cross, bi = load_model("default"), load_model("default", kind="bi-encoder")
+    cross, bi = load_model("default", kind="cross-encoder"), load_model("default", kind="bi-encoder")
     minilm_cross = MambaCrossEncoder.from_backbone_of(MINILM, pooling="pair", max_length=cross.config.max_length)
     minilm_bi = load_model(MINILM, kind="bi-encoder")
     st_cross = CrossEncoder(resolve_checkpoint(MINILM), num_labels=1, device="cpu")

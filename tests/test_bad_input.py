@@ -228,7 +228,7 @@ def test_the_sidecar_names_the_command_to_rerun_and_what_the_numbers_depend_on(t
     assert "(relevance >= 1 for MAP, R@100)" in result.stdout
     tags = {line.split()[5] for line in out.read_text().splitlines()}
     # named after what made it, not the file; an unknown first stage gets the default's weight for strong ones
-    assert tags == {"my-first-stage.bimamba2-l6-cross-encoder.w0.4"} and sidecar["reranker"]["weight"] == 0.4
+    assert tags == {"my-first-stage.bimamba2-l6-bi-encoder.w0.4"} and sidecar["reranker"]["weight"] == 0.4
 
 
 def test_a_graded_passage_qrels_file_counts_grade_2_as_pyserini_does(tmp_path):

@@ -182,7 +182,7 @@ def test_the_compiled_cpu_mixer_gives_the_bundled_models_the_chunk_scans_scores(
 def test_the_bundled_models_are_a_bimamba2_cross_encoder_and_bi_encoder_under_24m_parameters_each():
     from mamba_pyserini import MambaBiEncoder, MambaCrossEncoder
 
-    cross, bi = load_model("default"), load_model("default", kind="bi-encoder")
+    cross, bi = load_model("default", kind="cross-encoder"), load_model("default")  # the default: the bi-encoder
     assert (cross.KIND, cross.backbone.config.model_type, cross.config.pooling) == ("cross-encoder", "bimamba2", "pair")
     assert (bi.KIND, bi.backbone.config.model_type) == ("bi-encoder", "bimamba2")
     assert isinstance(MambaBiEncoder.from_pretrained("default"), MambaBiEncoder)  # 'default' is per kind
