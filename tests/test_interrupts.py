@@ -23,10 +23,11 @@ def start(args, cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
-def wait_for(process: subprocess.Popen, marker: bytes, timeout: float = 240) -> bytes:
-    """Read the process's stderr until ``marker`` shows (progress bars end lines with \\r, so read raw chunks)."""
+def wait_for(process: subprocess.Popen, *markers: bytes, timeout: float = 240) -> bytes:
+    """Read the process's stderr until one of ``markers`` shows (progress bars end lines with \\r, so read raw
+    chunks)."""
     seen, deadline = b"", time.monotonic() + timeout
-    while marker not in seen:
+    while not any(marker in seen for marker in markers):
         assert time.monotonic() < deadline and process.poll() is None, seen.decode(errors="replace")
         seen += os.read(process.stderr.fileno(), 4096)
     return seen
@@ -36,7 +37,7 @@ def wait_for(process: subprocess.Popen, marker: bytes, timeout: float = 240) -> 
 def test_a_signal_mid_rerank_ends_search_within_seconds_and_leaves_nothing(sig, code, tmp_path):
     output = tmp_path / "runs" / "run.txt"
     process = start(["mamba_pyserini.search", "--topics", "dl19", "--output", output], tmp_path)
-    wait_for(process, b"rerank:")  # the JVM is up, the model loaded, scoring under way
+    wait_for(process, b"rerank:", b"encode:")  # the JVM is up, the model loaded, scoring (or encoding) under way
     sent = time.monotonic()
     process.send_signal(sig)
     _, err = process.communicate(timeout=30)

@@ -16,7 +16,7 @@ DEFAULT_KIND = "bi-encoder"  # DL21 nDCG@10 alone and fused, every pool but SPLA
 
 def bundled_models() -> dict[str, Path]:
     """Models shipped in ``collections/models`` (each with its model card as README.md), by the names that load
-    them: the BiMamba-2 cross-encoder and bi-encoder distilled from all-MiniLM-L6-v2."""
+    them: the BiMamba-2 cross-encoder (distilled from all-MiniLM-L6-v2) and bi-encoder (from three teachers)."""
     from .._paths import COLLECTIONS
 
     return {name: COLLECTIONS / "models" / name for name in DEFAULT_MODELS.values()}
