@@ -5,6 +5,7 @@ import functools
 import logging
 import signal
 import sys
+import threading
 
 import click
 
@@ -27,6 +28,18 @@ def _terminate(signum, frame):
     raise Terminated
 
 
+def _redeliver(unraisable) -> None:
+    """``sys.unraisablehook``: an interrupt that landed where Python can only print it (a weakref callback such as
+    the import system's, a ``__del__``) would be lost and the command would run on; send it again, from outside."""
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Terminated)):
+        signum = signal.SIGINT if isinstance(unraisable.exc_value, KeyboardInterrupt) else signal.SIGTERM
+        timer = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
+        timer.daemon = True
+        timer.start()
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def handle_errors(command):
     """Turn the library's bad-input exceptions into :class:`BadInput`, runtime failures into exit code 1, and Ctrl-C
     (SIGINT) or SIGTERM into one ``Interrupted`` line with exit code 130 or 143."""
@@ -35,9 +48,10 @@ def handle_errors(command):
     def wrapper(*args, **kwargs):
         logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(name)s: %(message)s")
         logging.getLogger("mamba_pyserini").setLevel(logging.INFO)
-        previous = signal.getsignal(signal.SIGTERM)
+        previous, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
         if previous == signal.SIG_DFL:
             signal.signal(signal.SIGTERM, _terminate)
+        sys.unraisablehook = _redeliver
         try:
             return command(*args, **kwargs)
         except BAD_INPUT as e:
@@ -49,6 +63,7 @@ def handle_errors(command):
             sys.exit(130 if isinstance(e, KeyboardInterrupt) else 143)
         finally:
             signal.signal(signal.SIGTERM, previous)
+            sys.unraisablehook = hook
 
     return wrapper
 

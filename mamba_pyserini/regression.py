@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -174,7 +175,10 @@ def main(names, run_all, include_online, list_only, dry_run, directory):
     rows = []
     for condition in chosen:
         info(f"== {condition.name}: {condition.display}")
+        start = time.monotonic()
         rows += run_condition(condition, directory, dry_run)
+        if not dry_run:
+            info(f"   {time.monotonic() - start:.0f} s")
     if dry_run:
         return
     width = max(len(r["condition"]) for r in rows) + 2

@@ -18,8 +18,8 @@ FLAG = FIXTURES / "train" / "flag-reranker.jsonl"
 
 
 def start(args, cwd: Path) -> subprocess.Popen:
-    """A CLI in a fresh process that takes Ctrl-C as a terminal would deliver it (SIGINT not ignored)."""
-    return subprocess.Popen([sys.executable, "-m", *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
+    """``python ARGS`` in a fresh process that takes Ctrl-C as a terminal would deliver it (SIGINT not ignored)."""
+    return subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
@@ -36,7 +36,7 @@ def wait_for(process: subprocess.Popen, *markers: bytes, timeout: float = 240) -
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_rerank_ends_search_within_seconds_and_leaves_nothing(sig, code, tmp_path):
     output = tmp_path / "runs" / "run.txt"
-    process = start(["mamba_pyserini.search", "--topics", "dl19", "--output", output], tmp_path)
+    process = start(["-m", "mamba_pyserini.search", "--topics", "dl19", "--output", output], tmp_path)
     wait_for(process, b"rerank:", b"encode:")  # the JVM is up, the model loaded, scoring (or encoding) under way
     sent = time.monotonic()
     process.send_signal(sig)
@@ -48,8 +48,42 @@ def test_a_signal_mid_rerank_ends_search_within_seconds_and_leaves_nothing(sig, 
     assert [p.name for p in tmp_path.rglob("*")] == []  # no output, no temporary file, no hs_err_pid*.log
 
 
+SWALLOWED = """
+import gc, os, signal, sys, time, weakref
+import click
+from mamba_pyserini._cli import handle_errors
+
+class Thing:
+    pass
+
+@click.command()
+@handle_errors
+def main():
+    thing = Thing()
+    def callback(_):  # the signal arrives while a weakref callback runs, where Python only prints an exception
+        os.kill(os.getpid(), int(sys.argv[1]))
+        time.sleep(5)
+    ref = weakref.ref(thing, callback)
+    del thing
+    gc.collect()
+    time.sleep(10)
+    print("ran on")
+
+main([])
+"""
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_that_lands_in_a_callback_still_ends_the_command(sig, code, tmp_path):
+    """Seen in CI: Ctrl-C during an import's weakref callback was printed as "Exception ignored" and lost."""
+    process = start(["-c", SWALLOWED, str(int(sig))], tmp_path)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == code, err.decode()
+    assert out == b"" and err.decode().strip().splitlines() == ["Interrupted"]
+
+
 def _train(model: Path, output: Path, *extra) -> list[str]:
-    return ["mamba_pyserini.train", "cross-encoder", "--model", model, "--init", "random", "--data", FLAG,
+    return ["-m", "mamba_pyserini.train", "cross-encoder", "--model", model, "--init", "random", "--data", FLAG,
             "--lr", "3e-3", "--warmup-steps", "2", "--queries-per-step", "2", "--group-size", "4",
             "--log-steps", "1", "--output", output, *extra]
 
