@@ -154,6 +154,7 @@ class Bench:
         """One optimizer step of the group softmax loss over ``features`` batched as ``config``; returns the loss
         (a tensor, so that timing does not wait for it)."""
         from .modeling.packing import to_device
+        from .training.losses import softmax_ce
 
         torch = self.torch
         model.train()
@@ -171,8 +172,7 @@ class Bench:
             for idx, part in parts:
                 scores = scores.index_add(0, torch.tensor(idx, device=self.device), part)
             group = 8 if len(features) % 8 == 0 else len(features)
-            loss = torch.nn.functional.cross_entropy(
-                scores.view(-1, group), torch.zeros(len(features) // group, dtype=torch.long, device=self.device))
+            loss = softmax_ce(scores.view(-1, group))
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -37,7 +37,10 @@ def _read_groups(data, collection, queries):
     return read_groups(data, collection, queries)
 
 
-def _training_options(loss_choices, loss_default, temperature_default):
+def _training_options(kind: str):
+    """The options every kind of training takes; the losses and their defaults are ``training.losses``'."""
+    from .training.losses import LOSSES, TEMPERATURES
+
     return option_group(
         click.option("--model", required=True, help="Start from: a hub id or directory (a plain backbone such as "
                                                     "state-spaces/mamba-130m-hf, or a saved model of this kind)."),
@@ -45,7 +48,7 @@ def _training_options(loss_choices, loss_default, temperature_default):
                      help="'random': only the model's config and tokenizer, with fresh weights."),
         _data_options,
         click.option("--output", required=True, help="Directory for the final model, checkpoints and the log."),
-        click.option("--loss", type=click.Choice(loss_choices), default=loss_default, show_default=True,
+        click.option("--loss", type=click.Choice(LOSSES[kind]), default=LOSSES[kind][0], show_default=True,
                      help="margin-mse and kl distil the teacher scores in --data."),
         click.option("--group-size", default=8, show_default=True, type=click.IntRange(2),
                      help="1 positive + N-1 negatives per query."),
@@ -60,7 +63,7 @@ def _training_options(loss_choices, loss_default, temperature_default):
         click.option("--max-grad-norm", type=click.FloatRange(0, min_open=True), help="Clip gradients to this norm."),
         click.option("--epochs", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True)),
         click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs)."),
-        click.option("--temperature", default=temperature_default, show_default=True,
+        click.option("--temperature", default=TEMPERATURES[kind], show_default=True,
                      type=click.FloatRange(0, min_open=True)),
         click.option("--max-length", type=click.IntRange(8), help="Max tokens per sequence [the model's, or 512]."),
         click.option("--save-steps", default=1000, show_default=True, type=click.IntRange(1),
@@ -109,7 +112,7 @@ def _train(model_class, model, init, data, collection, queries, output, max_leng
 
 
 @main.command("cross-encoder", context_settings=CONTEXT)
-@_training_options(["ce", "margin-mse", "kl"], "ce", 1.0)
+@_training_options("cross-encoder")
 @handle_errors
 def cross_encoder(**kwargs):
     """Train a MambaCrossEncoder: softmax cross-entropy over 1 positive + 7 negatives (or distil a teacher)."""
@@ -119,7 +122,7 @@ def cross_encoder(**kwargs):
 
 
 @main.command("bi-encoder", context_settings=CONTEXT)
-@_training_options(["contrastive", "margin-mse", "kl"], "contrastive", 0.05)
+@_training_options("bi-encoder")
 @click.option("--pooling", type=click.Choice(["last", "mean", "cls"]),
               help="[last for causal models, cls for encoders]")
 @click.option("--normalize/--no-normalize", default=None, help="L2-normalise vectors (cosine similarity).")

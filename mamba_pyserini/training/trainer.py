@@ -25,10 +25,9 @@ from .._io import atomic_write, check_writable, load_safetensors
 from .._kernels import kernels_for
 from ..modeling.base import RankingModel, resolve_device
 from .data import Group, group_order, sample_group
-from .losses import LOSSES, ranking_loss
+from .losses import LOSSES, TEACHER_LOSSES, TEMPERATURES, in_batch_contrastive, ranking_loss
 
 log = logging.getLogger("mamba_pyserini")
-BI_LOSSES = ("contrastive", "margin-mse", "kl")
 # peft refuses out_proj on Mamba models (mamba_ssm's fused training kernel reads its weight directly).
 MAMBA_LORA_TARGETS = ("in_proj", "x_proj", "embeddings")
 LOG_FILE, STATE_FILE, CHECKPOINTS = "train_log.jsonl", "trainer_state.json", "checkpoints"
@@ -50,7 +49,7 @@ class TrainingArguments:
     max_grad_norm: float | None = None
     epochs: float = 1.0
     max_steps: int | None = None
-    temperature: float = 1.0  # KL temperature; bi-encoders also divide similarities by it
+    temperature: float | None = None  # KL temperature (bi-encoders also divide similarities by it); None: the kind's
     in_batch_negatives: bool = True  # bi-encoders: other queries' passages are negatives too
     embedding_weight: float = 1.0  # bi-encoders with a teacher: weight of the cosine distance to its vectors
     hidden_weight: float = 0.0  # ... and of the mean squared distance to its hidden states, layer by layer
@@ -81,11 +80,12 @@ class Trainer:
 
     def __init__(self, model: RankingModel, groups: list[Group], args: TrainingArguments,
                  teacher: RankingModel | None = None):
-        losses = LOSSES if model.KIND == "cross-encoder" else BI_LOSSES
-        args = dataclasses.replace(args, loss=args.loss or losses[0])
+        losses = LOSSES[model.KIND]
+        args = dataclasses.replace(args, loss=args.loss or losses[0],
+                                   temperature=args.temperature or TEMPERATURES[model.KIND])
         if args.loss not in losses:
             raise ValueError(f"unknown {model.KIND} loss {args.loss!r}; choose one of {', '.join(losses)}")
-        if args.loss in ("margin-mse", "kl") and not all(g.has_scores for g in groups):
+        if args.loss in TEACHER_LOSSES and not all(g.has_scores for g in groups):
             raise ValueError(f"the {args.loss} loss needs teacher scores for every group (see `train score-teacher`)")
         if not groups:
             raise ValueError("no training groups")
@@ -138,16 +138,10 @@ class Trainer:
             return ranking_loss(a.loss, out.view(n, a.group_size), teacher, a.temperature), *sizes
         loss = self._teacher_loss(out.float(), states, batch, queries, docs) if self.teacher is not None else 0.0
         q, d = out[:n].float(), out[n:].float()
+        if a.loss == "contrastive" and a.in_batch_negatives:  # every passage of the micro-batch competes
+            return loss + in_batch_contrastive(q, d, a.temperature), *sizes
         own = (q[:, None, :] * d.view(n, a.group_size, -1)).sum(-1)  # (Q, G)
-        if a.loss == "margin-mse":
-            return loss + ranking_loss(a.loss, own, teacher), *sizes
-        if a.loss == "kl":
-            return loss + ranking_loss(a.loss, own, teacher, a.temperature), *sizes
-        if not a.in_batch_negatives:
-            return loss + ranking_loss("ce", own / a.temperature, None), *sizes
-        scores = q @ d.T / a.temperature  # (Q, Q*G): every passage of the micro-batch competes
-        labels = torch.arange(n, device=self.device) * a.group_size
-        return loss + torch.nn.functional.cross_entropy(scores, labels), *sizes
+        return loss + ranking_loss(a.loss, own, teacher, a.temperature), *sizes
 
     def _teacher_loss(self, vectors: torch.Tensor, states, batch: dict, queries: list[str],
                       docs: list[str]) -> torch.Tensor:
