@@ -50,7 +50,7 @@ def model_configs(small: bool) -> dict[str, tuple[str, object]]:
     d, layers, heads = (64, 2, 2) if small else (768, 24, 12)
     half = max(layers // 2, 1)
     # Mamba initialised as mamba_ssm does (std 0.02, out-projections scaled by depth). With transformers' default
-    # initializer_range of 0.1 the random 24-layer models are chaotic (benchmarks/init_sensitivity.py: bf16 moves
+    # initializer_range of 0.1 the random 24-layer models are chaotic (experiments/init-sensitivity: bf16 moves
     # Mamba-1's scores by 0.97 of the largest), so no packed-vs-padded check can pass. Speed does not depend on weights.
     mamba_init = {"initializer_range": 0.02, "rescale_prenorm_residual": True}
     return {
@@ -270,7 +270,7 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
 
     from ._kernels import GRAPHS_ENV, cuda_graphs
     from .modeling.cross_encoder import MambaCrossEncoder
-    from .modeling.packing import VARLEN, can_pack
+    from .modeling.packing import MAMBA_TYPES, VARLEN, can_pack
 
     device = bench.device
     tokenizer_name, config = model_config
@@ -282,7 +282,7 @@ def _bench_model(bench, model_name, model_config, tokenizers, steps_pairs, reran
     model = make_model()
     params = sum(p.numel() for p in model.parameters())
     info(f"{model_name}: {params / 1e6:.1f}M parameters")
-    attention = config.model_type not in ("mamba", "mamba2")
+    attention = config.model_type not in MAMBA_TYPES
     backbone_config = model.backbone.config
 
     @contextlib.contextmanager

@@ -2,8 +2,9 @@
 initialisation (``initializer_range`` 0.1) and with mamba_ssm's (0.02, out-projections scaled by depth), which
 ``bench.model_configs`` uses: on the CPU reference path, the largest change of 16 pairs' scores (relative to the
 largest score) when the embeddings are scaled by 1 + eps * N(0, 1), when bf16 autocast replaces fp32, and between
-packed and right-padded batches in fp32. ``python benchmarks/init_sensitivity.py OUT.json`` (about 15 minutes on 2
-cores); ``results/init_sensitivity.json`` is the committed run."""
+packed and right-padded batches in fp32.
+``python experiments/init-sensitivity/init_sensitivity.py OUT.json`` (about 15 minutes on 2 cores);
+``init_sensitivity.json`` beside it is the committed run."""
 import json
 import sys
 

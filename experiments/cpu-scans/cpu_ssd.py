@@ -2,7 +2,7 @@
 students' shape (6 layers, d 384, state 64, chunks of 32), reranking-sized forward and training-sized
 forward+backward, measured in one run. Writes one JSON file.
 
-    python benchmarks/cpu_ssd.py --out benchmarks/results/cpu_ssd.json
+    python experiments/cpu-scans/cpu_ssd.py --out experiments/cpu-scans/cpu_ssd.json
 """
 from __future__ import annotations
 

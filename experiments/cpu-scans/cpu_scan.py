@@ -1,7 +1,7 @@
 """Mamba-1 on CPU: transformers' reference selective scan vs ours (``mamba_pyserini.ops.selective_scan``), forward and
 forward+backward of a training-sized batch, measured in one run. Writes one JSON file.
 
-    python benchmarks/cpu_scan.py --out benchmarks/results/cpu_scan.json
+    python experiments/cpu-scans/cpu_scan.py --out experiments/cpu-scans/cpu_scan.json
 """
 from __future__ import annotations
 

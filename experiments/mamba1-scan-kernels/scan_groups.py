@@ -1,6 +1,6 @@
 """mamba_ssm selective-scan forward/backward time against the number of B/C groups (expanded, stride 0) and row
 shapes: does the contention of the backward's dB/dC atomics cost?
-``python benchmarks/scan_groups.py OUT.json`` (GPU)."""
+``python experiments/mamba1-scan-kernels/scan_groups.py OUT.json`` (GPU)."""
 import json
 import sys
 

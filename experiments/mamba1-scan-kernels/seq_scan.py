@@ -3,7 +3,7 @@ dialect, Triton >= 3.6), forward and backward, against mamba_ssm's CUDA scan, on
 them (7 x 1,024 tokens: a training step; 13 x 1,024: a reranking batch; 14 x 512), d_inner 1,536, state 16, with
 separators (step 2^24, B zero) every 97 tokens. Agreement of the output and every gradient, and median times per
 configuration (of the whole call, fresh leaf copies of the inputs included for both scans), to
-``benchmarks/results/seq_scan.<name>.json``.
+``experiments/mamba1-scan-kernels/seq_scan.<name>.json``.
 
 The idea: mamba_ssm gives each thread block one channel and runs a parallel block scan per state, with barriers, and
 its backward adds dB and dC into global memory once per channel. Here ``lanes`` threads share a channel, each holding
@@ -17,7 +17,7 @@ included), but in bf16 its best forward is 0.66-0.97x mamba_ssm's and its forwar
 backward's cross-lane and cross-warp sums of dB, dC and the per-step state sums cost more than mamba_ssm's block
 scans), so the toolkit keeps mamba_ssm's scan.
 
-    python benchmarks/seq_scan.py --name h100"""
+    python experiments/mamba1-scan-kernels/seq_scan.py --name h100"""
 import argparse
 import itertools
 import json
@@ -284,7 +284,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", default="gpu")
     args = parser.parse_args()
-    out = pathlib.Path(__file__).parent / "results" / f"seq_scan.{args.name}.json"
+    out = pathlib.Path(__file__).parent / f"seq_scan.{args.name}.json"
     result = {"device": torch.cuda.get_device_name(), "d_inner": 1536, "state": 16, "shapes": {}}
     configs = list(itertools.product((4, 8, 16), (4, 8), (1, 2, 4)))
     shapes = [(7, 1024, torch.float32), (7, 1024, torch.bfloat16), (13, 1024, torch.bfloat16),

@@ -1,9 +1,10 @@
 """Mamba-2 130M packed reranking (the bench's DL19 workload) and training on the GPU, with each packed mixer run as
 transformers runs it in inference (``Mamba2Mixer.forward``: PyTorch gated RMSNorm) or through mamba_ssm's fused
 mixer (``_kernels.mamba2_ops``), plus a kernel-time profile of each (CUDA graphs off, so that kernels show).
-``OUT=DIR python benchmarks/mamba2_rerank.py`` (GPU, with mamba_ssm and causal_conv1d) writes DIR/mamba2_rerank.json
-and the profiles' tables to the log; the H100 run is ``results/mamba2_rerank.h100.json`` (made before Mamba-2 packed
-into one row: in rows of 1,024 tokens, and with transformers' default initialisation, as the bench then did)."""
+``OUT=DIR python experiments/mamba2-kernel-paths/mamba2_rerank.py`` (GPU, with mamba_ssm and causal_conv1d) writes
+DIR/mamba2_rerank.json and the profiles' tables to the log; the H100 run is ``mamba2_rerank.h100.json`` beside it
+(made before Mamba-2 packed into one row: in rows of 1,024 tokens, and with transformers' default initialisation, as
+the bench then did)."""
 import json
 import os
 from unittest.mock import patch

@@ -1,7 +1,8 @@
 """Mamba-2 130M packed vs padded scores in fp32 on the GPU: mamba_ssm's kernels against our PyTorch reference (no TF32),
-to tell packing errors from kernel precision. ``OUT=DIR python benchmarks/mamba2_packing_check.py`` (GPU, with
-mamba_ssm and causal_conv1d) writes DIR/check_m2.json; the H100 run is ``results/mamba2_packing_check.h100.json`` (with
-transformers' default initialisation, as the bench then did)."""
+to tell packing errors from kernel precision.
+``OUT=DIR python experiments/mamba2-kernel-paths/mamba2_packing_check.py`` (GPU, with mamba_ssm and causal_conv1d)
+writes DIR/check_m2.json; the H100 run is ``mamba2_packing_check.h100.json`` beside it (with transformers' default
+initialisation, as the bench then did)."""
 import json
 import os
 from unittest.mock import patch

@@ -1,6 +1,6 @@
-"""GPU check of BiMamba-2's two kernel paths, the script behind benchmarks/results/bimamba2-fastpath.h100.json:
+"""GPU check of BiMamba-2's two kernel paths, the script behind bimamba2-fastpath.h100.json (beside it):
 
-    python benchmarks/bimamba2_paths.py OUT.json [BI_ENCODER_DIR] [GROUPS_NPZ]
+    python experiments/bimamba2-fastpath/bimamba2_paths.py OUT.json [BI_ENCODER_DIR] [GROUPS_NPZ]
 
 (the fast path when mamba_ssm is importable). It encodes the DL19 candidate passages twice (bf16), runs an fp32 forward
 of 64 of them (OUT.json.vectors.npy, OUT.json.fp32.npy, for comparing paths) and 100 cross-encoder training steps from

@@ -1,6 +1,6 @@
 """An experiment: Mamba-1's selective scan in Triton against mamba_ssm's CUDA scan, on one packed layer's shapes
 (7 rows x 1,024 tokens, d_inner 1,536, state 16). Agreement in fp32 and bf16, and forward / backward time for each
-block configuration, to ``benchmarks/results/triton_scan.<name>.json`` (the H100 run's output is in
+block configuration, to ``experiments/mamba1-scan-kernels/triton_scan.<name>.json`` (the H100 run's output is in
 ``triton_scan.h100.log``: it agrees to 1e-6 but is 3-4x slower, so the toolkit keeps mamba_ssm's scan).
 
 The idea: mamba_ssm's backward gives each thread block one channel, so it adds the gradients of B and C into global
@@ -9,7 +9,7 @@ row, steps through the row in chunks of ``CHUNK`` tokens (``tl.associative_scan`
 between chunks) and sums dB and dC over its channels before adding them; the forward saves the state at every chunk
 start and the backward recomputes the states chunk by chunk, newest first.
 
-    python benchmarks/triton_scan.py --name h100"""
+    python experiments/mamba1-scan-kernels/triton_scan.py --name h100"""
 import argparse
 import itertools
 import json
@@ -239,7 +239,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", default="h100")
     args = parser.parse_args()
-    out = pathlib.Path(__file__).parent / "results" / f"triton_scan.{args.name}.json"
+    out = pathlib.Path(__file__).parent / f"triton_scan.{args.name}.json"
     R, Dim, T, N = 7, 1536, 1024, 16
     names = ["out", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"]
     result = {"device": torch.cuda.get_device_name(), "shape": {"rows": R, "d_inner": Dim, "length": T, "state": N},
