@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import sys
 import threading
@@ -11,6 +12,7 @@ import click
 
 from ._io import one_line
 
+KERNEL_ENV = "MAMBA_PYSERINI_KERNEL"  # fast | ref: the Mamba kernel path asked for (``_kernels.kernel_path``)
 BAD_INPUT = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError, PermissionError)
 
 
@@ -66,6 +68,18 @@ def handle_errors(command):
             sys.unraisablehook = hook
 
     return wrapper
+
+
+def _ask_kernel(ctx, param, value: str) -> str:
+    if value != "auto":
+        os.environ[KERNEL_ENV] = value
+    return value
+
+
+kernel_option = click.option(
+    "--kernel", type=click.Choice(["auto", "fast", "ref"]), default="auto", show_default=True, expose_value=False,
+    callback=_ask_kernel, help="Mamba layers on mamba_ssm's CUDA kernels (fast: an error with an install hint where "
+                               "they cannot run), on the PyTorch ops (ref), or fast where available (auto).")
 
 
 def option_group(*options):

@@ -10,6 +10,8 @@ import inspect
 import logging
 import os
 
+from ._cli import KERNEL_ENV
+
 log = logging.getLogger("mamba_pyserini")
 FP32_ENV = "MAMBA_PYSERINI_FP32"  # =1: inference in fp32 everywhere
 GRAPHS_ENV = "MAMBA_PYSERINI_CUDA_GRAPHS"  # =0: packed Mamba layers run eagerly, without CUDA graphs
@@ -44,9 +46,17 @@ def kernel_info() -> dict:
 
 @functools.cache
 def kernel_path(device: str) -> str:
-    """'fast' when mamba_ssm's CUDA kernels serve the Mamba layers on ``device``, else 'ref' (PyTorch);
-    transformers binds mamba_ssm at import when it is installed, so this only reports and logs the choice."""
-    path = "fast" if device.startswith("cuda") and _version("mamba_ssm") else "ref"
+    """'fast' when mamba_ssm's CUDA kernels serve the Mamba layers on ``device``, else 'ref' (PyTorch); the
+    environment's ``MAMBA_PYSERINI_KERNEL`` (``--kernel``) may ask for 'ref' anywhere, or insist on 'fast', which
+    fails where the kernels cannot run. transformers binds mamba_ssm at import when it is installed, so the other
+    functions here put the choice in place."""
+    asked = os.environ.get(KERNEL_ENV, "auto")
+    available = device.startswith("cuda") and bool(_version("mamba_ssm"))
+    if asked == "fast" and not available:
+        needs = "" if device.startswith("cuda") else "a CUDA GPU and "
+        raise ValueError(f"--kernel fast: mamba_ssm's kernels cannot run on {device} (they need {needs}the mamba-ssm "
+                         f"and causal-conv1d packages: pip install -e '.[gpu]'); --kernel ref runs the PyTorch ops")
+    path = "fast" if available and asked != "ref" else "ref"
     log.info("Mamba kernel path on %s: %s (%s)", device, path, kernel_info())
     return path
 

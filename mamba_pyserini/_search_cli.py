@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ._cli import info, option_group
+from ._cli import info, kernel_option, option_group
 from .topics import READERS
 
 RUNS_DIR = Path("runs")
@@ -64,6 +64,7 @@ rerank_options = option_group(
                  help="Pairs per batch (small batches keep a CPU's caches warm; raise it on a GPU)."),
     click.option("--max-length", type=click.IntRange(8), help="Override the checkpoint's max length in tokens."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N."),
+    kernel_option,
 )
 output_options = option_group(
     click.option("--output", help="Run file [runs/run.{collection}.{condition}.{topics}.txt]."),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ._cli import handle_errors, info
+from ._cli import handle_errors, info, kernel_option
 from ._paths import COLLECTIONS
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -69,6 +69,7 @@ def recipe_options(f):
 @click.option("--max-queries", type=click.IntRange(1), help="Use only the first N queries.")
 @click.option("--output", required=True, help="Directory for groups.npz, student/, bi-encoder/ and cross-encoder/.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
+@kernel_option
 @click.option("--resume", is_flag=True, help="Continue the current stage from its latest checkpoint.")
 @recipe_options
 @handle_errors

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from ._cli import handle_errors, info
+from ._cli import handle_errors, info, kernel_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +18,7 @@ from ._cli import handle_errors, info
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--max-length", type=click.IntRange(8), help="Override the checkpoint's max length in tokens.")
 @click.option("--device", default="auto", show_default=True)
+@kernel_option
 @click.option("--shard-id", type=click.IntRange(0), help="Encode only this shard (0-based) [RANK under torchrun].")
 @click.option("--shard-num", type=click.IntRange(1), help="Number of shards [WORLD_SIZE under torchrun, else 1].")
 @click.option("--merge-shards", is_flag=True, help="Only merge OUTPUT/shard-* (written with --shard-id) into OUTPUT.")

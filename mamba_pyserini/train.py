@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ._cli import handle_errors, info, option_group
+from ._cli import handle_errors, info, kernel_option, option_group
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -79,6 +79,7 @@ def _training_options(kind: str):
                      help="Comma-separated module names (peft refuses out_proj on Mamba models)."),
         click.option("--no-bf16", is_flag=True, help="fp32 on GPU."),
         click.option("--device", default="auto", show_default=True),
+        kernel_option,
         click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --output."),
         click.option("--stop-after-steps", type=click.IntRange(1),
                      help="Stop (with a checkpoint) after N steps of this session; --resume continues."),
@@ -172,6 +173,7 @@ def mine_negatives(run_file, qrels, output, negatives, seed):
 @click.option("--output", required=True, help="FlagEmbedding JSONL with pos_scores and neg_scores.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--device", default="auto", show_default=True)
+@kernel_option
 @handle_errors
 def score_teacher(teachers, weights, data, collection, queries, output, batch_size, device):
     """Score every (query, passage) pair of the training groups with a teacher or an ensemble of teachers, for

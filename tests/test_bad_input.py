@@ -73,6 +73,8 @@ CASES = {
                               "not a readable safetensors file"),
     "safetensors with a corrupt header": ("search", lambda d: _search_inputs(d) + [
         "--reranker", _broken_model(d, "header")], "not a readable safetensors file"),
+    "--kernel fast where mamba_ssm cannot run": ("search", lambda d: _reranked(d) + ["--kernel", "fast"],
+                                                 "--kernel fast: mamba_ssm's kernels cannot run on cpu"),
     "rerank: missing text source checked before the model loads": (
         "rerank", lambda d: ["--topics", write(d / "t.tsv", TOPICS), "--run", write(d / "r.txt", RUN), "--index",
                              d / "nowhere.jsonl"], "nowhere.jsonl"),
