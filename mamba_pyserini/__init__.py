@@ -15,6 +15,7 @@ _EXPORTS = {
     "MambaReranker": "mamba_pyserini.reranker",
     "MambaRankerConfig": "mamba_pyserini.modeling.config",
     "Bm25Searcher": "mamba_pyserini.sparse",
+    "Searcher": "mamba_pyserini.first_stage",
     "Hit": "mamba_pyserini.runs",
     "load_topics": "mamba_pyserini.topics",
     "evaluate_run": "mamba_pyserini.evaluation",

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ._io import atomic_dir, atomic_write
-from .runs import Hit, Run, sort_hits
+from .first_stage import batch_search
+from .runs import Run
 
 INDEX_FILE, DOCID_FILE, META_FILE = "index", "docid", "encoder.json"
 
@@ -134,17 +135,20 @@ def query_encoder(model, batch_size: int = 64, device: str | None = None):
 
 
 class DenseSearcher:
-    """Pyserini's ``FaissSearcher`` over one of our indexes, with queries encoded by a MambaBiEncoder."""
+    """Pyserini's ``FaissSearcher`` over one of our indexes, with queries encoded by a MambaBiEncoder, searched in
+    ``threads`` threads; a ``first_stage.Searcher`` whose run is named ``condition``."""
 
-    def __init__(self, model, index_dir: str | os.PathLike, device: str | None = None, batch_size: int = 64):
+    texts = None  # a reranker reads them from a text source
+
+    def __init__(self, model, index_dir: str | os.PathLike, device: str | None = None, batch_size: int = 64,
+                 threads: int = 1, condition: str = "dense"):
         read_faiss_index(index_dir)  # a one-line error here, not FaissSearcher's assertion
         encoder = query_encoder(model, batch_size, device)
         from .pyserini_compat import pyserini_module
 
         FaissSearcher = pyserini_module("pyserini.search.faiss").FaissSearcher
         self.model, self.searcher = model, FaissSearcher(str(index_dir), encoder)
+        self.threads, self.condition = threads, condition
 
-    def search(self, queries: dict[str, str], k: int = 1000, threads: int = 1) -> Run:
-        qids = list(queries)
-        results = self.searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=threads)
-        return {qid: sort_hits(Hit(h.docid, float(h.score)) for h in results[qid]) for qid in qids}
+    def search(self, queries: dict[str, str], k: int = 1000) -> Run:
+        return batch_search(self.searcher, queries, k, self.threads)

@@ -76,39 +76,37 @@ class Pipeline(Stage):
         return frame
 
 
-class Candidates(Stage):
-    """The bundled Pyserini BM25 (``bm25``) or BM25+RM3 (``bm25-rm3``) top-100 of a topic set, with text."""
+class Retrieve(Stage):
+    """Any first stage (a ``first_stage.Searcher``): each query's top ``k`` hits, with their texts where it has them."""
 
-    def __init__(self, topics: str, first_stage: str = "bm25"):
-        from .candidates import bundled_candidates, bundled_names
-        from .topics import load_topics
-
-        name = load_topics(topics).name
-        bundled = bundled_candidates(name, first_stage)
-        if bundled is None:
-            raise ValueError(f"no bundled {first_stage} candidates for {name!r} (bundled: "
-                             f"{', '.join(bundled_names(first_stage))})")
-        self.run, self.texts = bundled
+    def __init__(self, searcher, k: int = 1000):
+        self.searcher, self.k = searcher, k
 
     def __call__(self, frame):
         queries = _queries(frame)
-        return to_frame({q: self.run.get(q, []) for q in queries}, queries, self.texts)
+        return to_frame(self.searcher.search(queries, self.k), queries, self.searcher.texts)
 
 
-class Bm25(Stage):
+class Candidates(Retrieve):
+    """The bundled Pyserini BM25 (``bm25``) or BM25+RM3 (``bm25-rm3``) top-100 of a topic set, with text."""
+
+    def __init__(self, topics: str, first_stage: str = "bm25"):
+        from .first_stage import BundledCandidates
+        from .topics import load_topics
+
+        super().__init__(BundledCandidates(load_topics(topics).name, first_stage))
+
+
+class Bm25(Retrieve):
     """BM25 (optionally + RM3) over a Lucene index or Pyserini prebuilt index, with explicit parameters."""
 
     def __init__(self, index: str, hits: int = 1000, threads: int = 1, **params):
         from .sparse import Bm25Searcher
 
-        self.searcher, self.hits, self.threads = Bm25Searcher(index, **params), hits, threads
-
-    def __call__(self, frame):
-        queries = _queries(frame)
-        return to_frame(self.searcher.search(queries, self.hits, self.threads), queries)
+        super().__init__(Bm25Searcher(index, threads=threads, **params), hits)
 
 
-class Dense(Stage):
+class Dense(Retrieve):
     """A bi-encoder's queries searching a FAISS index written by ``encode`` (Pyserini's FaissSearcher)."""
 
     def __init__(self, model, faiss_index: str, hits: int = 1000, device: str | None = None, batch_size: int = 64):
@@ -116,11 +114,7 @@ class Dense(Stage):
         from .modeling.auto import load_model
 
         model = load_model(model, kind="bi-encoder") if isinstance(model, (str, Path)) else model
-        self.searcher, self.hits = DenseSearcher(model, faiss_index, device, batch_size), hits
-
-    def __call__(self, frame):
-        queries = _queries(frame)
-        return to_frame(self.searcher.search(queries, self.hits), queries)
+        super().__init__(DenseSearcher(model, faiss_index, device, batch_size), hits)
 
 
 class Fuse(Stage):

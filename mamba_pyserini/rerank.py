@@ -32,16 +32,16 @@ def main(run_file, index, topics, topic_reader, qrels, relevance_level, output, 
     """Rerank RUN's top hits for TOPICS with a cross-encoder or bi-encoder (the bundled model by default) and write a
     TREC run."""
     from ._io import check_writable
-    from .runs import read_run
-    from .runs import run_tag as tag_of
+    from .first_stage import RunFile
     from .topics import load_topics
 
     check_writable(output or RUNS_DIR / "run.txt")
     rerank["reranker"] = rerank["reranker"] or DEFAULT_MODEL
     topic_set = load_topics(topics, topic_reader, qrels)
     meta = {"command": command_line("rerank"), "topics": topic_set.name, "first_stage": str(run_file)}
-    first_stage = tag_of(run_file) or Path(run_file).stem
-    run, condition = rerank_stage(read_run(run_file), topic_set, None, index, first_stage, meta, **rerank)
+    first_stage = RunFile(run_file)
+    run, condition = rerank_stage(first_stage.search(topic_set.queries), topic_set, None, index, first_stage.condition,
+                                  meta, **rerank)
     output = Path(output or RUNS_DIR / f"run.{condition}.txt")
     write_and_evaluate(run, output, run_tag or condition, output_format, topic_set, meta, relevance_level)
 

@@ -50,61 +50,55 @@ def main(topics, topic_reader, qrels, relevance_level, index, run_file, k1, b, r
          threads, **rerank):
     """Search TOPICS, rerank with a Mamba cross-encoder, write a TREC run and print trec_eval metrics."""
     from ._io import check_writable
-    from .candidates import COLLECTION_NAME, bundled_candidates, bundled_names
-    from .runs import fuse, read_run
-    from .runs import run_tag as tag_of
+    from .candidates import COLLECTION_NAME
+    from .first_stage import BundledCandidates, Fused, RunFile
     from .sparse import Bm25Searcher
     from .topics import load_topics
 
     check_writable(output or RUNS_DIR / "run.txt")
     topic_set = load_topics(topics, topic_reader, qrels)
-    texts = None
     if (dense is None) != (faiss_index is None):
         raise click.UsageError("--dense and --faiss-index go together")
     if dense and run_file:
         raise click.UsageError("--dense searches; --run reranks an existing run: choose one")
     if hybrid and not (dense and index):
         raise click.UsageError("--hybrid fuses BM25 over --index with --dense over --faiss-index: give all three")
+    if run_file and not index:
+        raise click.UsageError("--run needs --index: a Lucene index or a JSONL/TSV collection with the texts")
+    bm25 = (k1, b, rm3, fb_terms, fb_docs, original_query_weight, threads)
     if dense:
-        run, collection, condition = _dense_run(dense, faiss_index, topic_set.queries, hits, rerank["batch_size"],
-                                                rerank["device"], threads)
+        searcher, collection = _dense_searcher(dense, faiss_index, rerank, threads), Path(faiss_index).name
         if hybrid:
-            searcher = Bm25Searcher(index, k1, b, rm3, fb_terms, fb_docs, original_query_weight)
-            run = fuse(searcher.search(topic_set.queries, hits, threads), run, fusion, hits, alpha=alpha)
-            condition = f"{searcher.condition}+{condition}.{fusion}"
+            searcher = Fused(Bm25Searcher(index, *bm25), searcher, fusion, alpha)
     elif run_file:
-        if not index:
-            raise click.UsageError("--run needs --index: a Lucene index or a JSONL/TSV collection with the texts")
-        run, collection, condition = read_run(run_file), Path(index).name, tag_of(run_file) or Path(run_file).stem
+        searcher, collection = RunFile(run_file), Path(index).name
     elif index:
-        searcher = Bm25Searcher(index, k1, b, rm3, fb_terms, fb_docs, original_query_weight)
-        run, collection = searcher.search(topic_set.queries, hits, threads), Path(index).name
-        condition = searcher.condition
+        searcher, collection = Bm25Searcher(index, *bm25), Path(index).name
     else:
         if (k1, b, fb_terms, fb_docs, original_query_weight) != (0.9, 0.4, 10, 10, 0.5):
             raise click.UsageError("the bundled candidates are Pyserini's defaults (BM25 k1=0.9 b=0.4, RM3 10 terms, "
                                    "10 documents, weight 0.5): give --index to change them")
         first_stage = "bm25-rm3" if rm3 else "bm25"
-        bundled = bundled_candidates(topic_set.name, first_stage)
-        if bundled is None:
-            raise BadInput(f"no bundled {first_stage} candidates for topics {topic_set.name!r} (bundled: "
-                           f"{', '.join(bundled_names(first_stage))}): give --index, or --run with --index")
-        run, texts = bundled
-        collection, condition = COLLECTION_NAME, f"{first_stage}-default"
+        try:
+            searcher = BundledCandidates(topic_set.name, first_stage)
+        except ValueError as e:
+            raise BadInput(f"{e}: give --index, or --run with --index") from None
+        collection = COLLECTION_NAME
         rerank["reranker"] = rerank["reranker"] or DEFAULT_MODEL
         info(f"first stage: bundled Pyserini {first_stage.upper()} (k1=0.9, b=0.4) top-100 for {topic_set.name}")
-    meta = {"command": command_line("search"), "topics": topic_set.name, "first_stage": condition}
-    run, condition = rerank_stage(run, topic_set, texts, index, condition, meta, **rerank)
+    run = searcher.search(topic_set.queries, hits)
+    meta = {"command": command_line("search"), "topics": topic_set.name, "first_stage": searcher.condition}
+    run, condition = rerank_stage(run, topic_set, searcher.texts, index, searcher.condition, meta, **rerank)
     output = Path(output or RUNS_DIR / f"run.{collection}.{condition}.{topic_set.name}.txt")
     write_and_evaluate(run, output, run_tag or condition, output_format, topic_set, meta, relevance_level)
 
 
-def _dense_run(model_path, faiss_index, queries, hits, batch_size, device, threads):
+def _dense_searcher(model_path, faiss_index, rerank: dict, threads: int):
     from .dense import DenseSearcher
     from .modeling.auto import load_model
 
-    searcher = DenseSearcher(load_model(model_path, kind="bi-encoder"), faiss_index, device, batch_size)
-    return searcher.search(queries, hits, threads), Path(faiss_index).name, model_name(model_path, "bi-encoder")
+    return DenseSearcher(load_model(model_path, kind="bi-encoder"), faiss_index, rerank["device"],
+                         rerank["batch_size"], threads, model_name(model_path, "bi-encoder"))
 
 
 if __name__ == "__main__":

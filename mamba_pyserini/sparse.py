@@ -9,7 +9,8 @@ from pathlib import Path
 from ._io import atomic_dir
 from ._java import autoclass
 from .corpus import collection_format, is_lucene_index, iter_collection
-from .runs import Hit, Run, sort_hits
+from .first_stage import batch_search
+from .runs import Run
 
 COLLECTION_CLASSES = {"jsonl": "JsonCollection", "tsv": "TsvCollection", "html": "HtmlCollection"}
 
@@ -30,7 +31,8 @@ def open_searcher(index: str):
 
 @dataclasses.dataclass
 class Bm25Searcher:
-    """BM25 with explicit parameters (Pyserini's bm25-default 0.9/0.4 unless told), optionally with RM3."""
+    """BM25 with explicit parameters (Pyserini's bm25-default 0.9/0.4 unless told), optionally with RM3, searched in
+    ``threads`` threads; a ``first_stage.Searcher``."""
 
     index: str
     k1: float = 0.9
@@ -39,6 +41,8 @@ class Bm25Searcher:
     fb_terms: int = 10
     fb_docs: int = 10
     original_query_weight: float = 0.5
+    threads: int = 1
+    texts = None  # a reranker reads them from the index
 
     @property
     def condition(self) -> str:
@@ -54,10 +58,8 @@ class Bm25Searcher:
             searcher.unset_rm3()
         return searcher
 
-    def search(self, queries: dict[str, str], hits: int = 1000, threads: int = 1) -> Run:
-        qids = list(queries)
-        results = self.searcher().batch_search([queries[q] for q in qids], qids, k=hits, threads=threads)
-        return {qid: sort_hits(Hit(h.docid, float(h.score)) for h in results[qid]) for qid in qids}
+    def search(self, queries: dict[str, str], k: int = 1000) -> Run:
+        return batch_search(self.searcher(), queries, k, self.threads)
 
 
 def guess_collection_class(path: str | os.PathLike) -> str:

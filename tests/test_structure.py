@@ -13,7 +13,8 @@ LAYERS = [  # lowest first; a module belongs to the first layer naming it or a p
     {"_io", "_java", "pyserini_compat", "_paths", "_cli", "templates", "pooling", "ops"},
     {"_kernels"},
     {"modeling"},
-    {"runs", "topics", "corpus", "candidates", "evaluation", "sparse", "dense", "texts", "reranker", "training"},
+    {"runs", "topics", "corpus", "candidates", "evaluation", "first_stage", "sparse", "dense", "texts", "reranker",
+     "training"},
     {"pipeline", "bench", "cpu_bench", "regression", "_search_cli"},
     {"search", "rerank", "encode", "index", "train", "distill", "prepare", "with_jvm"},
 ]
