@@ -1,6 +1,7 @@
 """Shared CLI plumbing: logging to stderr, one-line errors (bad input exits with code 2), and clean interrupts."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -80,6 +81,34 @@ kernel_option = click.option(
     "--kernel", type=click.Choice(["auto", "fast", "ref"]), default="auto", show_default=True, expose_value=False,
     callback=_ask_kernel, help="Mamba layers on mamba_ssm's CUDA kernels (fast: an error with an install hint where "
                                "they cannot run), on the PyTorch ops (ref), or fast where available (auto).")
+
+
+def setting(default, help: str, choices=None, low=None, closed: bool = False, type=None, flag: str | None = None):
+    """A dataclass field that is also a command-line option (:func:`field_options`): its help, choices, lower bound
+    (excluded for floats unless ``closed``), value type where the default is None, and flag where it is not the
+    field's name (``--lr`` for ``learning_rate``). A bool field defaulting to False is a flag."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "low": low, "closed": closed,
+                                                        "type": type, "flag": flag})
+
+
+def field_options(cls):
+    """A decorator adding one click option per field of the dataclass ``cls`` made by :func:`setting`, in order, with
+    the field's default (so that the defaults live in the dataclass alone)."""
+    def option(field: dataclasses.Field):
+        meta, default = field.metadata, field.default
+        name = meta["flag"] or "--" + field.name.replace("_", "-")
+        if default is False:
+            return click.option(name, field.name, is_flag=True, help=meta["help"])
+        kind = meta["type"] or type(default)
+        if meta["choices"]:
+            kind = click.Choice(meta["choices"])
+        elif meta["low"] is not None:
+            kind = (click.IntRange(meta["low"]) if kind is int
+                    else click.FloatRange(meta["low"], min_open=not meta["closed"]))
+        return click.option(name, field.name, default=default, show_default=default is not None, type=kind,
+                            help=meta["help"])
+
+    return option_group(*(option(f) for f in dataclasses.fields(cls) if "help" in f.metadata))
 
 
 def option_group(*options):

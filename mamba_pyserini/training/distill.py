@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._cli import setting
 from .._io import atomic_write
 from ..pooling import POOLINGS
 from .data import Group
@@ -137,43 +138,36 @@ def align_mixers(backbone, teacher, texts: list[str], steps: int, batch_size: in
     return history
 
 
-def _setting(default, help: str, choices=None, low=None, closed: bool = False):
-    """A :class:`Recipe` field with what its ``distill`` option shows and accepts: help, choices, and a lower bound
-    (excluded for floats unless ``closed``)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "low": low,
-                                                        "closed": closed})
-
-
 @dataclasses.dataclass
 class Recipe:
     """The settings of one distillation run (saved beside its outputs as ``recipe.json``); the defaults built the
     bundled models on one H100."""
 
-    architecture: str = _setting("bimamba2", "Student: bimamba2 (the teacher converted), bert (the teacher itself, "
+    architecture: str = setting("bimamba2", "Student: bimamba2 (the teacher converted), bert (the teacher itself, "
                                  "the transformer control), mamba2 or mamba1 (causal).", choices=ARCHITECTURES)
-    layers: int = _setting(6, "Student layers (bimamba2 and bert keep the teacher's).", low=1)
-    align_steps: int = _setting(1500, "bimamba2: steps aligning each mixer with the attention it replaces.", low=0)
-    align_batch_size: int = _setting(64, "Passages per alignment step.", low=1)
-    align_learning_rate: float = _setting(1e-3, "Alignment learning rate.", low=0.0)
-    depth: int = _setting(20, "Teacher's top passages per query in each group.", low=1)
-    n_random: int = _setting(10, "Random pool passages added to each group.", low=0)
-    bi_steps: int = _setting(1500, "Bi-encoder training steps.", low=1)
-    cross_steps: int = _setting(2500, "Cross-encoder training steps.", low=1)
-    bi_queries_per_step: int = _setting(16, "Queries per bi-encoder step.", low=1)
-    cross_queries_per_step: int = _setting(16, "Queries per cross-encoder step.", low=1)
-    group_size: int = _setting(8, "Passages per query and step (sampled from its group).", low=2)
-    bi_learning_rate: float = _setting(1e-4, "Bi-encoder learning rate.", low=0.0)
-    cross_learning_rate: float = _setting(1e-4, "Cross-encoder learning rate.", low=0.0)
-    warmup_steps: int = _setting(100, "Linear warm-up steps of each training stage.", low=0)
-    temperature: float = _setting(0.05, "Temperature of the listwise KL loss.", low=0.0)
-    embedding_weight: float = _setting(1.0, "Weight of the cosine distance to the teacher's vectors (bi-encoder).",
+    layers: int = setting(6, "Student layers (bimamba2 and bert keep the teacher's).", low=1)
+    align_steps: int = setting(1500, "bimamba2: steps aligning each mixer with the attention it replaces.", low=0)
+    align_batch_size: int = setting(64, "Passages per alignment step.", low=1)
+    align_learning_rate: float = setting(1e-3, "Alignment learning rate.", low=0.0)
+    depth: int = setting(20, "Teacher's top passages per query in each group.", low=1)
+    n_random: int = setting(10, "Random pool passages added to each group.", low=0)
+    bi_steps: int = setting(1500, "Bi-encoder training steps.", low=1)
+    cross_steps: int = setting(2500, "Cross-encoder training steps.", low=1)
+    bi_queries_per_step: int = setting(16, "Queries per bi-encoder step.", low=1)
+    cross_queries_per_step: int = setting(16, "Queries per cross-encoder step.", low=1)
+    group_size: int = setting(8, "Passages per query and step (sampled from its group).", low=2)
+    bi_learning_rate: float = setting(1e-4, "Bi-encoder learning rate.", low=0.0)
+    cross_learning_rate: float = setting(1e-4, "Cross-encoder learning rate.", low=0.0)
+    warmup_steps: int = setting(100, "Linear warm-up steps of each training stage.", low=0)
+    temperature: float = setting(0.05, "Temperature of the listwise KL loss.", low=0.0)
+    embedding_weight: float = setting(1.0, "Weight of the cosine distance to the teacher's vectors (bi-encoder).",
                                        low=0.0, closed=True)
-    hidden_weight: float = _setting(1.0, "Weight of the distance to the teacher's hidden states, layer by layer "
+    hidden_weight: float = setting(1.0, "Weight of the distance to the teacher's hidden states, layer by layer "
                                     "(bimamba2 and bert students).", low=0.0, closed=True)
-    cross_pooling: str = _setting("pair", "Cross-encoder score: pair (cosine of its query and passage segments), "
+    cross_pooling: str = setting("pair", "Cross-encoder score: pair (cosine of its query and passage segments), "
                                   "last, cls or mean.", choices=POOLINGS)
-    max_length: int = _setting(256, "Max tokens per sequence.", low=8)
-    seed: int = _setting(42, "Seed of the student's initialisation, the groups and the training order.")
+    max_length: int = setting(256, "Max tokens per sequence.", low=8)
+    seed: int = setting(42, "Seed of the student's initialisation, the groups and the training order.")
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:

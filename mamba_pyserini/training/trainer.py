@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .._cli import setting
 from .._io import atomic_write, check_writable, load_safetensors
 from .._kernels import kernels_for
 from ..modeling.base import RankingModel, resolve_device
@@ -40,26 +41,26 @@ class TrainingArguments:
 
     output_dir: str
     loss: str | None = None  # ce for cross-encoders, contrastive for bi-encoders
-    group_size: int = 8
-    queries_per_step: int = 8  # per process and micro-batch
-    accumulation_steps: int = 1
-    learning_rate: float = 2e-5
-    warmup_steps: int = 1000
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = None
-    epochs: float = 1.0
-    max_steps: int | None = None
+    group_size: int = setting(8, "1 positive + N-1 negatives per query.", low=2)
+    queries_per_step: int = setting(8, "Queries per micro-batch and process.", low=1)
+    accumulation_steps: int = setting(1, "Micro-batches per optimizer step.", low=1)
+    learning_rate: float = setting(2e-5, "AdamW's learning rate.", low=0.0, flag="--lr")
+    warmup_steps: int = setting(1000, "Linear warm-up, then linear decay.", low=0)
+    weight_decay: float = setting(0.01, "AdamW's weight decay.", low=0.0, closed=True)
+    max_grad_norm: float | None = setting(None, "Clip gradients to this norm.", low=0.0, type=float)
+    epochs: float = setting(1.0, "Passes over the training groups.", low=0.0)
+    max_steps: int | None = setting(None, "Optimizer steps (overrides --epochs).", low=1, type=int)
     temperature: float | None = None  # KL temperature (bi-encoders also divide similarities by it); None: the kind's
     in_batch_negatives: bool = True  # bi-encoders: other queries' passages are negatives too
     embedding_weight: float = 1.0  # bi-encoders with a teacher: weight of the cosine distance to its vectors
     hidden_weight: float = 0.0  # ... and of the mean squared distance to its hidden states, layer by layer
-    save_steps: int = 1000
-    save_total_limit: int = 2
-    log_steps: int = 10
-    seed: int = 42
-    lora: bool = False
-    lora_r: int = 64
-    lora_alpha: int = 128
+    save_steps: int = setting(1000, "Checkpoint every N steps.", low=1)
+    save_total_limit: int = setting(2, "Checkpoints kept.", low=1)
+    log_steps: int = setting(10, "Log every N steps.", low=1)
+    seed: int = setting(42, "Seed of the data order and of a random initialisation.")
+    lora: bool = setting(False, "Train LoRA adapters (merged into the saved model).")
+    lora_r: int = setting(64, "LoRA rank.", low=1)
+    lora_alpha: int = setting(128, "LoRA alpha.", low=1)
     lora_targets: tuple[str, ...] = MAMBA_LORA_TARGETS
     bf16: bool = True
     device: str | None = None
