@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -37,7 +38,7 @@ class RunFile:
     path: str
     texts: Mapping[str, str] | None = None
 
-    @property
+    @functools.cached_property
     def condition(self) -> str:
         from .runs import run_tag
 
