@@ -1,7 +1,7 @@
 """Where the bundled bi-encoder's CPU time goes in fp32, beside all-MiniLM-L6-v2 on the same code path: one encode
 pass over the passages of the CPU bench's DL19 sample (length-sorted batches of 16), profiled by operator
 (torch.profiler) with the compiled BiMamba-2 mixer timed around its calls; and the fp32 matrix products at the
-layers' shapes, in multiply-adds per second. Writes one JSON file.
+layers' shapes for 700 to 5,632 rows (tokens), in multiply-adds per second. Writes one JSON file.
 
     python experiments/cpu-time-split/time_split.py experiments/cpu-time-split/time_split.json
 """
@@ -68,7 +68,7 @@ def main(path: str) -> None:
     pairs = sample_pairs(430)
     docs = sorted({d for _, d in pairs})
     report = {"cpu": cpu(), "torch": torch.__version__, "passages": len(docs), "batch_size": 16,
-              "gmac_per_s_at_1408_rows": matmuls(1408)}
+              "gmac_per_s_by_rows": {rows: matmuls(rows) for rows in (700, 1408, 2816, 5632)}}
     with torch.inference_mode():
         for name, model in {"BiMamba-2 bi-encoder (bundled)": load_model("default", kind="bi-encoder"),
                             "all-MiniLM-L6-v2 bi-encoder": load_model(MINILM, kind="bi-encoder")}.items():
